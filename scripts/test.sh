@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: setup, lint, format, types, then every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PWD/node_modules/.bin:$PATH"
+echo "== ruff" >&2
+ruff check src tests benchmarks
+ruff format --check src tests benchmarks
+echo "== mypy" >&2
+mypy
+echo "== pytest" >&2
+exec pytest -q -ra "$@"

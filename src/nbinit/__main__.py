@@ -1,0 +1,5 @@
+import sys
+
+from nbinit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""Command line: parse arguments, call one function per command. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn, Optional
+
+from nbinit import __version__
+from nbinit.errors import EXIT_USAGE
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error; nbinit's contract (and sysexits) says 64."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"nbinit: error: {message}\n")
+        sys.exit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="nbinit",
+        description="Startup agent for JupyterHub notebook images.",
+    )
+    parser.add_argument("--version", action="version", version=f"nbinit {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    start = commands.add_parser(
+        "start", help="entrypoint: config, user, repos, gpu, hooks, then exec CMD as the user"
+    )
+    start.add_argument(
+        "cmd",
+        nargs=argparse.REMAINDER,
+        help="-- CMD ARGS... (default: "
+        "start-singleuser.sh, start-singleuser.py or jupyterhub-singleuser)",
+    )
+    commands.add_parser("poststart", help="Kubernetes postStart: user-level steps, always exit 0")
+
+    check = commands.add_parser("check", help="image doctor: can this image serve JupyterHub?")
+    check.add_argument("--json", action="store_true", help="print the checks as JSON")
+    check.add_argument("--hub-version", help="the JupyterHub version the image must work with")
+
+    show = commands.add_parser("status", help="the last run: each step, outcome, duration")
+    show.add_argument("--json", action="store_true", help="print the status file as JSON")
+
+    cfg = commands.add_parser("config", help="validate or show the config")
+    cfg_commands = cfg.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
+    cfg_commands.required = True
+    validate = cfg_commands.add_parser("validate", help="check a config file or URL")
+    validate.add_argument("target", metavar="FILE|URL")
+    validate.add_argument("--dotfile", action="store_true", help="check it as a user dotfile")
+    cfg_commands.add_parser("show", help="the effective config and where each part came from")
+
+    repos = commands.add_parser("repos", help="git notebook repositories")
+    repo_commands = repos.add_subparsers(
+        dest="repos_command", metavar="ACTION", parser_class=_Parser
+    )
+    repo_commands.required = True
+    sync = repo_commands.add_parser("sync", help="clone and update your repos now")
+    sync.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+
+    gpu = commands.add_parser("gpu", help="the GPU report")
+    gpu.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def parse_start_command(words: list[str]) -> Optional[list[str]]:
+    """`start -- CMD ...`: the words after `--`; None for the default server command."""
+    if not words:
+        return None
+    if words[0] != "--":
+        if words[0].startswith("-"):
+            _usage(f"start: unknown option {words[0]!r} (put the command after `--`)")
+        return words
+    if len(words) == 1:
+        _usage("start: `--` must be followed by the command to run")
+    return words[1:]
+
+
+def _usage(message: str) -> NoReturn:
+    sys.stderr.write(f"nbinit: error: {message}\n")
+    sys.exit(EXIT_USAGE)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from nbinit import commands
+
+    if args.command == "start":
+        return commands.start(parse_start_command(args.cmd))
+    if args.command == "poststart":
+        return commands.poststart()
+    if args.command == "check":
+        return commands.check(as_json=args.json, hub_version=args.hub_version)
+    if args.command == "status":
+        return commands.show_status(as_json=args.json)
+    if args.command == "config" and args.config_command == "validate":
+        return commands.config_validate(args.target, dotfile=args.dotfile)
+    if args.command == "config":
+        return commands.config_show()
+    if args.command == "repos":
+        return commands.repos_sync(dry_run=args.dry_run)
+    return commands.gpu_report(as_json=args.json)

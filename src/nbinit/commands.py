@@ -1,0 +1,161 @@
+"""One function per command: build the context, call into the pipeline or a module."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Optional
+
+from nbinit import pipeline, status
+from nbinit.context import Context, Deadline
+from nbinit.errors import EXIT_DEGRADED, EXIT_FATAL, EXIT_OK, EXIT_USAGE, NbinitError
+from nbinit.log import Log
+
+DEFAULT_DEADLINE = 20.0
+
+
+def deadline_from_env(env: dict[str, str], log: Log) -> Deadline:
+    raw = env.get("NBINIT_DEADLINE", "").strip()
+    if raw:
+        try:
+            seconds = float(raw)
+            if not 0 < seconds <= 600:
+                raise ValueError
+            return Deadline(seconds)
+        except ValueError:
+            log.warning(
+                f"NBINIT_DEADLINE={raw!r} is not a number of seconds from 1 to 600: "
+                f"using {DEFAULT_DEADLINE:g}"
+            )
+            env.pop("NBINIT_DEADLINE", None)
+    return Deadline(DEFAULT_DEADLINE)
+
+
+def make_context(mode: str, command: Optional[list[str]] = None) -> Context:
+    env = dict(os.environ)
+    log = Log.from_env(env)
+    ctx = Context(mode=mode, env=env, log=log, deadline=deadline_from_env(env, log))
+    ctx.command = command or []
+    ctx.status_path = status.status_path(env, ctx.is_root)
+    return ctx
+
+
+def start(command: Optional[list[str]]) -> int:
+    from nbinit import launch
+
+    env = dict(os.environ)
+    if env.get("NBINIT_DISABLE", "") == "1":
+        log = Log.from_env(env)
+        try:
+            argv = launch.resolve_command(command or [], env.get("PATH"))
+        except NbinitError as exc:
+            log.fatal(str(exc))
+            return EXIT_FATAL
+        log.info(f"NBINIT_DISABLE=1: skipping every step, exec {' '.join(argv)} untouched")
+        try:
+            os.execvp(argv[0], argv)
+        except OSError as exc:
+            log.fatal(f"cannot exec {argv[0]}: {exc.strerror}: check the command and PATH")
+            return EXIT_FATAL
+    ctx = make_context("start", command)
+    try:
+        ctx.command = launch.resolve_command(command or [], ctx.env.get("PATH"))
+    except NbinitError as exc:
+        ctx.log.fatal(str(exc))
+        return EXIT_FATAL
+    if ctx.status_path:
+        ctx.log.info(f"status file: {ctx.status_path}")
+    return pipeline.start(ctx)
+
+
+def poststart() -> int:
+    return pipeline.poststart(make_context("poststart"))
+
+
+def check(as_json: bool, hub_version: Optional[str]) -> int:
+    sys.stderr.write("nbinit: error: check is not available in this version\n")
+    return EXIT_FATAL
+
+
+def show_status(as_json: bool) -> int:
+    path, data = status.read_status(dict(os.environ))
+    if path is None:
+        sys.stderr.write("nbinit: no status file yet: nbinit has not run in this container\n")
+        return EXIT_FATAL
+    if data is None:
+        sys.stderr.write(f"nbinit: status file {path} is unreadable or damaged\n")
+        return EXIT_FATAL
+    if as_json:
+        json.dump(data, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(f"{status.format_table(data)}\n(from {path})\n")
+    return {"ok": EXIT_OK, "degraded": EXIT_DEGRADED}.get(data.get("outcome", ""), EXIT_FATAL)
+
+
+def config_validate(target: str, dotfile: bool) -> int:
+    from nbinit import config, schema
+
+    log = Log.from_env()
+    try:
+        if "://" in target and not target.startswith("file://"):
+            from nbinit import fetch
+
+            env = os.environ
+            data, shown = fetch.fetch_config(
+                target,
+                token=env.get("NBINIT_CONFIG_TOKEN") or None,
+                sha256=env.get("NBINIT_CONFIG_SHA256") or None,
+                timeout=DEFAULT_DEADLINE,
+                max_bytes=config.MAX_CONFIG_BYTES,
+                retries=0,
+                log=log,
+            )
+        else:
+            shown = target[len("file://") :] if target.startswith("file://") else target
+            with open(shown, "rb") as handle:
+                data = handle.read(config.MAX_CONFIG_BYTES + 1)
+    except NbinitError as exc:
+        log.error(str(exc))
+        return EXIT_FATAL
+    except OSError as exc:
+        log.error(f"{target}: {exc.strerror}: check the path")
+        return EXIT_FATAL
+    rules = schema.DOTFILE if dotfile else schema.CONFIG
+    errors = config.all_errors(data, shown, rules)
+    for error in errors:
+        log.error(error)
+    if errors:
+        return EXIT_FATAL
+    _, warnings = config.parse_and_check(data, shown, rules)
+    for warning in warnings:
+        log.warning(warning)
+    sys.stdout.write(f"{shown}: valid{' with warnings' if warnings else ''}\n")
+    return EXIT_DEGRADED if warnings else EXIT_OK
+
+
+def config_show() -> int:
+    import yaml
+
+    from nbinit.steps import config as config_step
+
+    ctx = make_context("config-show")
+    ctx.status_path = ""
+    result = pipeline.run_step(ctx, "config", config_step.run)
+    shown = yaml.safe_dump(ctx.config, sort_keys=False, default_flow_style=False)
+    sys.stdout.write("# effective nbinit config\n" + shown)
+    sys.stdout.write("# where each part came from:\n")
+    for key in sorted(ctx.sources):
+        sys.stdout.write(f"#   {key}: {ctx.sources[key]}\n")
+    return EXIT_DEGRADED if result.outcome != "ok" else EXIT_OK
+
+
+def repos_sync(dry_run: bool) -> int:
+    sys.stderr.write("nbinit: error: repos sync is not available in this version\n")
+    return EXIT_USAGE
+
+
+def gpu_report(as_json: bool) -> int:
+    sys.stderr.write("nbinit: error: gpu is not available in this version\n")
+    return EXIT_FATAL

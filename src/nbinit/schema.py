@@ -1,0 +1,192 @@
+"""The config schema (version 1), one section per step, in the JSON Schema subset nbinit checks.
+
+`configs/nbinit.schema.json` is generated from this module (`python -m nbinit.schema`), so
+editors and nbinit's own validator read the same rules; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+NAME_PATTERN = "^[a-z_][a-z0-9_-]{0,31}$"
+
+REPO_ITEM: dict[str, Any] = {
+    "type": "object",
+    "description": "A git repository cloned into the home and kept up to date.",
+    "properties": {
+        "url": {"type": "string", "minLength": 1, "description": "https://, ssh:// or scp-like"},
+        "dest": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Directory relative to the home (default: the repository's name).",
+        },
+        "branch": {"type": "string", "minLength": 1, "description": "Default: the remote's HEAD."},
+        "depth": {"type": "integer", "minimum": 0, "description": "0 means full history."},
+        "on_diverge": {
+            "enum": ["report", "backup"],
+            "description": "Upstream rewritten: leave and report, or back up and clone again "
+            "(admin config only).",
+        },
+    },
+    "required": ["url"],
+    "additionalProperties": False,
+}
+
+REPOS: dict[str, Any] = {"type": "array", "items": REPO_ITEM, "maxItems": 100}
+
+USER: dict[str, Any] = {
+    "type": "object",
+    "description": "The user's own account, created when the marker directory exists.",
+    "properties": {
+        "marker": {"type": "string", "minLength": 1, "default": "/s/{user}/jupyterhub"},
+        "home": {"type": "string", "minLength": 1, "default": "/home/{user}"},
+        "group": {
+            "type": "string",
+            "pattern": NAME_PATTERN,
+            "description": "Group name for NB_GID (default: the user's name).",
+        },
+        "extra_groups": {
+            "type": "array",
+            "items": {"type": "string", "pattern": NAME_PATTERN},
+            "default": ["users"],
+        },
+        "default_user": {"type": "string", "pattern": NAME_PATTERN, "default": "jovyan"},
+        "uid_min": {"type": "integer", "minimum": 1, "maximum": 2147483647, "default": 1000},
+        "uid_max": {"type": "integer", "minimum": 1, "maximum": 2147483647, "default": 60000},
+        "on_uid_mismatch": {
+            "enum": ["fail", "use_existing"],
+            "default": "fail",
+            "description": "The name exists with another UID.",
+        },
+        "on_uid_taken": {
+            "enum": ["fail", "alias"],
+            "default": "fail",
+            "description": "The UID belongs to another account: fail, or add a non-unique alias.",
+        },
+        "chown_home": {"enum": ["top", "recursive", "never"], "default": "top"},
+        "skeleton": {"type": "string", "default": "/etc/skel"},
+        "shell": {"type": "string", "default": "/bin/bash"},
+        "secret_env": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1},
+            "default": [],
+            "description": "Extra environment variables removed before the server starts.",
+        },
+    },
+    "additionalProperties": False,
+}
+
+GIT: dict[str, Any] = {
+    "type": "object",
+    "description": "Policy for every git operation.",
+    "properties": {
+        "allowed_schemes": {
+            "type": "array",
+            "items": {"enum": ["https", "http", "ssh", "git", "file"]},
+            "default": ["https", "ssh"],
+        },
+        "allowed_hosts": {"type": "array", "items": {"type": "string"}, "default": []},
+        "submodules": {"type": "boolean", "default": False},
+        "timeout": {"type": "number", "minimum": 1, "default": 60},
+        "workers": {"type": "integer", "minimum": 1, "maximum": 32, "default": 4},
+        "min_free_mb": {"type": "integer", "minimum": 0, "default": 500},
+    },
+    "additionalProperties": False,
+}
+
+GPU: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "require": {"enum": [True, False, "auto"], "default": "auto"},
+        "timeout": {"type": "number", "minimum": 0.1, "default": 5},
+        "frameworks": {
+            "type": "array",
+            "items": {"enum": ["torch", "jax", "tensorflow"]},
+            "default": [],
+        },
+    },
+    "additionalProperties": False,
+}
+
+FETCH: dict[str, Any] = {
+    "type": "object",
+    "description": "How the admin config is fetched from NBINIT_CONFIG_URL.",
+    "properties": {
+        "timeout": {"type": "number", "minimum": 0.5, "default": 8},
+        "max_bytes": {"type": "integer", "minimum": 1, "default": 1048576},
+        "retries": {"type": "integer", "minimum": 0, "maximum": 10, "default": 2},
+    },
+    "additionalProperties": False,
+}
+
+HOOKS: dict[str, Any] = {
+    "type": "object",
+    "description": "Executables run as the user before the server starts.",
+    "properties": {
+        "dir": {"type": "string", "default": "/etc/nbinit/hooks.d"},
+        "timeout": {"type": "number", "minimum": 0.1, "default": 5},
+    },
+    "additionalProperties": False,
+}
+
+CONFIG: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "nbinit config, version 1",
+    "type": "object",
+    "properties": {
+        "version": {"const": 1},
+        "deadline": {
+            "type": "number",
+            "minimum": 1,
+            "maximum": 600,
+            "default": 20,
+            "description": "Seconds from start to exec, at most.",
+        },
+        "user": USER,
+        "git": GIT,
+        "repos": REPOS,
+        "gpu": GPU,
+        "fetch": FETCH,
+        "hooks": HOOKS,
+    },
+    "required": ["version"],
+    "additionalProperties": False,
+}
+
+# The user's ~/.nbinit.yaml: only user-level keys.
+DOTFILE: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "nbinit user dotfile (~/.nbinit.yaml)",
+    "type": "object",
+    "properties": {"version": {"const": 1}, "repos": REPOS},
+    "additionalProperties": False,
+}
+
+USER_KEYS = ("repos",)
+
+
+def defaults(schema: dict[str, Any] = CONFIG) -> dict[str, Any]:
+    """The built-in defaults, read off the schema's `default` fields."""
+    result: dict[str, Any] = {}
+    for key, sub in schema.get("properties", {}).items():
+        if "default" in sub:
+            result[key] = json.loads(json.dumps(sub["default"]))
+        elif sub.get("type") == "object" and "properties" in sub:
+            result[key] = defaults(sub)
+    if schema is CONFIG:
+        result["version"] = 1
+        result["repos"] = []
+    return result
+
+
+def main() -> None:
+    """Print the published schemas: `python -m nbinit.schema [config|dotfile]`."""
+    which = sys.argv[1] if len(sys.argv) > 1 else "config"
+    json.dump(DOTFILE if which == "dotfile" else CONFIG, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

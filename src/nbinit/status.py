@@ -1,0 +1,130 @@
+"""The status file: what the last run did, written atomically, readable by the user."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from typing import Any, Optional
+
+from nbinit.context import DEGRADED, FAILED, OK, Context
+
+ROOT_STATUS_DIR = "/run/nbinit"
+STATUS_NAME = "status.json"
+
+
+def status_path(env: dict[str, str], is_root: Optional[bool] = None) -> str:
+    """Where this run writes its status: NBINIT_STATUS_FILE, /run/nbinit as root, else the home."""
+    if env.get("NBINIT_STATUS_FILE"):
+        return env["NBINIT_STATUS_FILE"]
+    is_root = os.geteuid() == 0 if is_root is None else is_root
+    if is_root or os.access(ROOT_STATUS_DIR, os.W_OK):
+        return os.path.join(ROOT_STATUS_DIR, STATUS_NAME)
+    home = env.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, ".cache", "nbinit", STATUS_NAME)
+
+
+def candidate_paths(env: dict[str, str]) -> list[str]:
+    """Where `nbinit status` looks, most specific first."""
+    paths = []
+    if env.get("NBINIT_STATUS_FILE"):
+        paths.append(env["NBINIT_STATUS_FILE"])
+    paths.append(os.path.join(ROOT_STATUS_DIR, STATUS_NAME))
+    home = env.get("HOME") or os.path.expanduser("~")
+    paths.append(os.path.join(home, ".cache", "nbinit", STATUS_NAME))
+    return paths
+
+
+def overall_outcome(ctx: Context) -> str:
+    """failed if any step failed; degraded when any WARNING was logged (as cloud-init does)."""
+    if any(r.outcome == FAILED for r in ctx.results) or ctx.log.errors:
+        return FAILED
+    if ctx.log.warnings or any(r.outcome == DEGRADED for r in ctx.results):
+        return DEGRADED
+    return OK
+
+
+def build_status(ctx: Context, finished: bool = False) -> dict[str, Any]:
+    from nbinit import __version__
+
+    return {
+        "version": __version__,
+        "mode": ctx.mode,
+        "pid": os.getpid(),
+        "started": time.time() - ctx.deadline.elapsed(),
+        "updated": time.time(),
+        "finished": finished,
+        "outcome": overall_outcome(ctx),
+        "deadline": ctx.deadline.seconds,
+        "user": ctx.user.name if ctx.user else None,
+        "command": ctx.command,
+        "steps": [r.as_dict() for r in ctx.results],
+        "warnings": list(ctx.log.warnings),
+        "errors": list(ctx.log.errors),
+    }
+
+
+def write_json_atomic(path: str, data: dict[str, Any], mode: int = 0o644) -> None:
+    """Write via a fresh temp file and rename, so a reader never sees half a file.
+
+    O_EXCL|O_NOFOLLOW: a planted symlink at the temp name can never redirect the write,
+    and rename replaces a symlink at the final name instead of following it.
+    """
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)  # the umask must not make the status unreadable to the user
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_status(ctx: Context, finished: bool = False) -> None:
+    """Best effort: a status file that cannot be written is a warning, never a failed start."""
+    if not ctx.status_path:
+        return
+    try:
+        write_json_atomic(ctx.status_path, build_status(ctx, finished))
+    except OSError as exc:
+        path, ctx.status_path = ctx.status_path, ""  # warn once, not after every step
+        ctx.log.warning(f"cannot write status file {path}: {exc.strerror or exc}")
+
+
+def read_status(env: dict[str, str]) -> tuple[Optional[str], Optional[dict[str, Any]]]:
+    for path in candidate_paths(env):
+        try:
+            with open(path) as handle:
+                return path, json.load(handle)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            return path, None
+    return None, None
+
+
+def format_table(data: dict[str, Any]) -> str:
+    """The status as a table a person reads in a terminal."""
+    lines = [
+        f"nbinit {data.get('version', '?')} {data.get('mode', '?')}: {data.get('outcome', '?')}"
+        + ("" if data.get("finished") else " (in progress)"),
+        f"{'STEP':<10} {'OUTCOME':<9} {'SECONDS':>8}  REASON",
+    ]
+    for step in data.get("steps", []):
+        lines.append(
+            f"{step['name']:<10} {step['outcome']:<9} {step['duration']:>8.3f}  {step['reason']}"
+        )
+    for warning in data.get("warnings", []):
+        lines.append(f"WARNING: {warning}")
+    for error in data.get("errors", []):
+        lines.append(f"ERROR: {error}")
+    return "\n".join(lines)

@@ -1,0 +1,201 @@
+"""A throwaway container for tests: an overlay of the host's / in new mount and PID namespaces.
+
+Inside it the command runs as PID 1 under chroot, so useradd, chown, setuid, tini and
+signal handling are real, and every change lands in `upper`, which the test can read
+afterwards and which is thrown away with it. The host's root filesystem never changes.
+See tests/README.md.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+PROJECT = Path(__file__).resolve().parents[2]
+VENV = Path(sys.prefix)
+VENV_BIN = VENV / "bin"
+BASE_PATH = f"{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def available() -> Optional[str]:
+    """None when sandboxes can run here, else why not."""
+    if os.geteuid() != 0:
+        return "needs root"
+    if not shutil.which("unshare"):
+        return "needs util-linux unshare"
+    if not Path("/usr/bin/python3").exists():
+        return "needs Debian's /usr/bin/python3"
+    return None
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def lines(self, level: str) -> list[str]:
+        """The log lines of one level (INFO, WARNING, ERROR, FATAL) on stderr."""
+        return [line for line in self.stderr.splitlines() if line.startswith(level + "[")]
+
+
+@dataclass
+class Sandbox:
+    """One container; several runs in it share its filesystem (restarts, idempotency)."""
+
+    base: Path
+    # Shell lines run inside the namespace before chroot; $R is the new root.
+    setup: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.upper = self.base / "upper"
+        self.work = self.base / "work"
+        self.root = self.base / "root"
+        for path in (self.upper, self.work, self.root):
+            path.mkdir(parents=True, exist_ok=True)
+
+    # -- preparing the filesystem -------------------------------------------------------
+    def host_view(self, path: str) -> Path:
+        """Where a path of the container lives in upper (it may not exist yet)."""
+        return self.upper / path.lstrip("/")
+
+    def _make_parents(self, path: str) -> None:
+        """Create missing parents in upper with the lower layer's owner and mode."""
+        parts = Path(path.lstrip("/")).parts[:-1]
+        current = Path("/")
+        for part in parts:
+            current = current / part
+            target = self.upper / current.relative_to("/")
+            if target.exists() or target.is_symlink():
+                continue
+            target.mkdir()
+            if current.is_dir() and not current.is_symlink():
+                st = current.stat()
+                os.chown(target, st.st_uid, st.st_gid)
+                os.chmod(target, st.st_mode & 0o7777)
+
+    def write(
+        self, path: str, content: str | bytes = "", mode: int = 0o644, uid: int = 0, gid: int = 0
+    ) -> Path:
+        self._make_parents(path)
+        target = self.host_view(path)
+        data = content.encode() if isinstance(content, str) else content
+        target.write_bytes(data)
+        os.chown(target, uid, gid)
+        os.chmod(target, mode)
+        return target
+
+    def mkdir(self, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> Path:
+        self._make_parents(path)
+        target = self.host_view(path)
+        target.mkdir(exist_ok=True)
+        os.chown(target, uid, gid)
+        os.chmod(target, mode)
+        return target
+
+    def symlink(self, path: str, points_to: str, uid: int = 0, gid: int = 0) -> Path:
+        self._make_parents(path)
+        target = self.host_view(path)
+        target.symlink_to(points_to)
+        os.lchown(target, uid, gid)
+        return target
+
+    def read(self, path: str) -> str:
+        """A file as the container left it (upper if changed, else the host's)."""
+        changed = self.host_view(path)
+        return (changed if changed.exists() else Path(path)).read_text()
+
+    def changed_paths(self) -> set[str]:
+        """Every path the container created or modified (relative to its /)."""
+        return {"/" + str(p.relative_to(self.upper)) for p in self.upper.rglob("*")}
+
+    def add_jovyan(self) -> None:
+        """Lay the container out like a docker-stacks image: jovyan (1000), group users (100)."""
+        # The host may have its own uid 1000 (a cloud agent's user): the image would not.
+        self.setup.append(
+            "old=$(chroot $R getent passwd 1000 | cut -d: -f1); "
+            'if [ -n "$old" ] && [ "$old" != jovyan ]; then chroot $R userdel "$old"; fi; '
+            "grep -q '^jovyan:' $R/etc/passwd || chroot $R useradd --no-log-init -m "
+            "-u 1000 -g 100 -s /bin/bash jovyan"
+        )
+
+    # -- running --------------------------------------------------------------------------
+    def run(
+        self,
+        argv: list[str],
+        env: Optional[dict[str, str]] = None,
+        timeout: float = 60,
+        net: bool = False,
+        pid1: bool = True,
+        send_signal_after: Optional[tuple[float, int]] = None,
+    ) -> Result:
+        """Run argv as PID 1 in the container with exactly env (plus PATH)."""
+        environment = {"PATH": BASE_PATH, "LANG": "C.UTF-8"}
+        environment.update(env or {})
+        assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in environment.items())
+        # A user who dropped root must reach the project and its venv: open the path to
+        # them inside the overlay only (chmod copies up; the host keeps its modes).
+        reachable = sorted({str(p) for d in (PROJECT, VENV) for p in [d, *d.parents]})
+        script = [
+            "set -e",
+            f"R={shlex.quote(str(self.root))}",
+            f"mount -t overlay overlay -o lowerdir=/,upperdir={self.upper},workdir={self.work} $R",
+            "mount -t proc proc $R/proc",
+            "mount --rbind /dev $R/dev",
+            "mount --rbind -o ro /sys $R/sys 2>/dev/null || mount --bind /sys $R/sys",
+            "mount -t tmpfs -o mode=1777 tmpfs $R/tmp",
+            "mount -t tmpfs -o mode=755 tmpfs $R/run",
+            "for d in "
+            + " ".join(shlex.quote(p) for p in reachable)
+            + '; do chmod o+rx "$R$d" 2>/dev/null || true; done',
+        ]
+        if net:
+            script.append("ip link set lo up")
+        script += self.setup
+        command = shlex.join(argv)
+        if pid1:
+            script.append(f"exec chroot $R /usr/bin/env -i {assignments} {command}")
+        else:
+            script.append(f"chroot $R /usr/bin/env -i {assignments} {command}")
+        flags = ["--mount", "--pid", "--fork", "--propagation", "private", "--kill-child"]
+        if net:
+            flags.append("--net")
+        process = subprocess.Popen(
+            ["unshare", *flags, "sh", "-c", "\n".join(script)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        if send_signal_after is not None:
+            delay, signum = send_signal_after
+            try:
+                out, err = process.communicate(timeout=delay)
+            except subprocess.TimeoutExpired:
+                _signal_pid1(process.pid, signum)
+            else:
+                return Result(process.returncode, out.decode(), err.decode())
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+            return Result(-9, out.decode(), err.decode() + "\n[sandbox: timed out]")
+        return Result(process.returncode, out.decode(), err.decode())
+
+
+def _signal_pid1(unshare_pid: int, signum: int) -> None:
+    """Send a signal to the container's PID 1 (unshare's child), as the kubelet would."""
+    children = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children")
+    try:
+        for pid in children.read_text().split():
+            os.kill(int(pid), signum)
+    except (OSError, ValueError):
+        pass

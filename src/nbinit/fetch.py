@@ -1,11 +1,115 @@
-"""Fetch the admin config: https, http, file:// or a path. (Placeholder: full version follows.)"""
+"""Fetch the admin config: https, http, file:// or a plain path, under one hard deadline.
+
+The rules (research note R-HTTP-1..7): connect and read timeouts on every request plus one
+overall deadline enforced outside requests; a byte cap checked on Content-Length and counted
+while streaming; redirects only to the same scheme, host and port; the token only ever sent
+as `Authorization` to that origin; an optional sha256 pin; a few short, logged retries.
+`requests` is imported only when an http(s) URL is fetched.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, Optional
+from urllib.parse import urljoin, urlsplit
 
+from nbinit import __version__
 from nbinit.errors import NbinitError
 from nbinit.log import Log
+
+if TYPE_CHECKING:
+    import requests
+
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 10.0
+MAX_REDIRECTS = 3
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 4.0
+RETRY_AFTER_MAX = 5.0  # urllib3's own default is 6 hours: it would stall the spawn
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+CHUNK = 16384
+DEFAULT_PORTS = {"http": 80, "https": 443}
+PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "HTTPS_PROXY", "HTTP_PROXY")
+
+FIX_URL = "check NBINIT_CONFIG_URL"
+FIX_SERVER = "check that the config server is up and serves the file"
+FIX_CA = "give its CA with REQUESTS_CA_BUNDLE (or NBINIT_CA_BUNDLE), or fix the certificate"
+
+
+class _DeadlineExpired(BaseException):
+    """Raised by the SIGALRM handler; a BaseException so no `except Exception` inside
+    requests or urllib3 can swallow it."""
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may be logged: no user:password@, query values hidden, no fragment.
+
+    A file:// URL is shown as its path, and a plain path as it is.
+    """
+    if "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unparsable URL)"
+    if parts.scheme.lower() == "file":
+        return parts.path
+    if ":" in host:
+        host = f"[{host}]"
+    query = ""
+    if parts.query:
+        keys = [item.split("=", 1)[0] for item in parts.query.split("&")]
+        query = "?" + "&".join(f"{key}=***" for key in keys)
+    return f"{parts.scheme}://{host}{port}{parts.path}{query}"
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(scheme, 0)
+
+
+def _show_origin(origin: tuple[str, str, int]) -> str:
+    scheme, host, port = origin
+    return f"{scheme}://{host}" + ("" if DEFAULT_PORTS.get(scheme) == port else f":{port}")
+
+
+def normalize_pin(sha256: Optional[str]) -> Optional[str]:
+    """`sha256:<hex>` or `<hex>`, 64 hex digits; anything else is a configuration mistake."""
+    if not sha256:
+        return None
+    pin = sha256.strip().lower()
+    pin = pin[len("sha256:") :] if pin.startswith("sha256:") else pin
+    if not re.fullmatch(r"[0-9a-f]{64}", pin):
+        raise NbinitError(
+            "NBINIT_CONFIG_SHA256 is not a sha256 digest (64 hex digits)",
+            "set it to the output of `sha256sum config.yaml`, or unset it",
+        )
+    return pin
+
+
+def check_pin(body: bytes, pin: Optional[str], shown: str) -> None:
+    """A pinned config that changed is treated exactly like a failed fetch."""
+    if pin is None:
+        return
+    digest = hashlib.sha256(body).hexdigest()
+    if digest != pin:
+        raise NbinitError(
+            f"{shown}: sha256 {digest[:16]}... does not match NBINIT_CONFIG_SHA256 {pin[:16]}...",
+            "serve the pinned config, or update the pin to the new file's digest",
+        )
 
 
 def fetch_config(
@@ -18,12 +122,337 @@ def fetch_config(
     retries: int,
     log: Log,
 ) -> tuple[bytes, str]:
-    """Return (body, url as safe to log)."""
-    path = url[len("file://") :] if url.startswith("file://") else url
-    if "://" in path:
-        raise NbinitError(f"{url}: http(s) fetch not implemented yet", "use a file path")
+    """Return (body, url as safe to log), or raise NbinitError with one line and a fix.
+
+    `timeout` is the whole budget, retries and redirects included.
+    """
+    pin = normalize_pin(sha256)
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in ("", "file"):
+        path = urlsplit(url).path if scheme == "file" else url
+        body = read_trusted_file(path, max_bytes, what="admin config")
+        if body is None:
+            raise NbinitError(f"{path}: no such file", FIX_URL)
+        if len(body) > max_bytes:
+            raise NbinitError(f"{path}: larger than {max_bytes} bytes", "raise fetch.max_bytes")
+        check_pin(body, pin, path)
+        return body, path
+    shown = safe_url(url)
+    if scheme not in ("http", "https"):
+        raise NbinitError(
+            f"{shown}: unsupported scheme {scheme!r}", "use https://, http://, file:// or a path"
+        )
+    if token:
+        log.add_secret(token)
+    password = urlsplit(url).password
+    if password:
+        log.add_secret(password)
+    if timeout <= 0:
+        raise NbinitError(f"{shown}: no time left before the deadline", "raise NBINIT_DEADLINE")
+    started = time.monotonic()
+
+    def attempt_all() -> bytes:
+        return _fetch_with_retries(url, shown, token, timeout, started, max_bytes, retries, log)
+
     try:
-        with open(path, "rb") as handle:
-            return handle.read(max_bytes + 1), path
+        body = _within(timeout, attempt_all)
+    except _DeadlineExpired:
+        raise NbinitError(
+            f"{shown}: no complete answer within the {timeout:g}s limit "
+            f"(elapsed {time.monotonic() - started:.1f}s)",
+            f"{FIX_SERVER} quickly, or raise fetch.timeout",
+        ) from None
+    check_pin(body, pin, shown)
+    log.info(
+        f"fetched {shown}: {len(body)} bytes in {time.monotonic() - started:.3f}s, "
+        f"sha256 {hashlib.sha256(body).hexdigest()[:16]}"
+    )
+    return body, shown
+
+
+def _within(seconds: float, work: Callable[[], bytes]) -> bytes:
+    """Run work, cut off after `seconds` whatever it is blocked on.
+
+    requests' read timeout is per read: a server that trickles a byte a second is never cut
+    off by it, and a check inside the read loop never gets control. In the main thread a
+    SIGALRM interrupts the blocked read; elsewhere (no signals there) the work runs in a
+    daemon thread that is abandoned at the deadline.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return _within_thread(seconds, work)
+
+    def expire(signum: int, frame: Optional[FrameType]) -> None:
+        raise _DeadlineExpired()
+
+    began = time.monotonic()
+    previous_handler = signal.signal(signal.SIGALRM, expire)
+    previous_timer = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return work()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_timer[0] > 0:  # someone else's alarm keeps its remaining time
+            left = max(0.001, previous_timer[0] - (time.monotonic() - began))
+            signal.setitimer(signal.ITIMER_REAL, left, previous_timer[1])
+
+
+def _within_thread(seconds: float, work: Callable[[], bytes]) -> bytes:
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["body"] = work()
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="nbinit-fetch", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise _DeadlineExpired()
+    if "error" in outcome:
+        raise outcome["error"]
+    body: bytes = outcome["body"]
+    return body
+
+
+def _fetch_with_retries(
+    url: str,
+    shown: str,
+    token: Optional[str],
+    limit: float,
+    started: float,
+    max_bytes: int,
+    retries: int,
+    log: Log,
+) -> bytes:
+    import requests
+
+    session = requests.Session()
+    # trust_env would also read ~/.netrc and CA/proxy variables behind our back: proxies and
+    # the CA bundle are taken from the environment explicitly below instead.
+    session.trust_env = False
+    headers = {
+        "User-Agent": f"nbinit/{__version__}",
+        "Accept": "application/yaml, text/yaml, text/plain;q=0.9, */*;q=0.1",
+        # A compressed body would be capped only after decompression: ask for none.
+        "Accept-Encoding": "identity",
+    }
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    verify: Any = (
+        os.environ.get("NBINIT_CA_BUNDLE")
+        or os.environ.get("REQUESTS_CA_BUNDLE")
+        or os.environ.get("CURL_CA_BUNDLE")
+        or True
+    )
+    attempts = retries + 1
+    try:
+        for attempt in range(1, attempts + 1):
+            try:
+                return _fetch_once(session, url, shown, headers, verify, limit, started, max_bytes)
+            except _Retryable as exc:
+                backoff = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (attempt - 1))
+                wait = backoff if exc.retry_after is None else min(RETRY_AFTER_MAX, exc.retry_after)
+                elapsed = time.monotonic() - started
+                if attempt == attempts or elapsed + wait >= limit:
+                    tried = f"{attempt} attempt{'s' * (attempt > 1)}"
+                    if attempt < attempts:
+                        tried += f", no time left for a retry within {limit:g}s"
+                    raise NbinitError(f"{shown}: {exc.problem} ({tried})", exc.fix) from None
+                log.info(
+                    f"fetch {shown}: {exc.problem}; retry {attempt}/{retries} in {wait:.1f}s "
+                    f"(elapsed {elapsed:.1f}s of {limit:g}s)"
+                )
+                time.sleep(wait)
+    finally:
+        session.close()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Retryable(NbinitError):
+    """A failure worth another try: connection refused, a timeout, HTTP 429/5xx."""
+
+    def __init__(self, problem: str, fix: str, retry_after: Optional[float] = None) -> None:
+        super().__init__(problem, fix)
+        self.retry_after = retry_after
+
+
+def _fetch_once(
+    session: requests.Session,
+    url: str,
+    shown: str,
+    headers: dict[str, str],
+    verify: Any,
+    limit: float,
+    started: float,
+    max_bytes: int,
+) -> bytes:
+    """One GET, following at most MAX_REDIRECTS same-origin redirects by hand."""
+    import requests
+
+    first = _origin(url)
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        # Slightly past the time left, so the overall deadline (one clear message) wins.
+        left = max(0.1, limit - (time.monotonic() - started)) + 0.5
+        try:
+            response = session.get(
+                current,
+                headers=headers,
+                # Redirects are followed below, after the origin check: requests would
+                # forward custom headers to any host and keep Authorization on http->https.
+                allow_redirects=False,
+                stream=True,
+                timeout=(min(CONNECT_TIMEOUT, left), min(READ_TIMEOUT, left)),
+                verify=verify,
+                proxies=_proxies(current),
+            )
+        except requests.exceptions.SSLError as exc:
+            raise NbinitError(f"{shown}: TLS failure ({_tls_reason(exc)})", FIX_CA) from None
+        except requests.exceptions.Timeout:
+            raise _Retryable("timed out waiting for the server", FIX_SERVER) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise _Retryable(f"cannot connect ({_connect_reason(exc)})", FIX_SERVER) from None
+        except requests.exceptions.RequestException as exc:
+            raise NbinitError(f"{shown}: request failed ({type(exc).__name__})", FIX_URL) from None
+        with response:
+            if response.status_code in REDIRECT_STATUSES:
+                current = _next_location(response, current, first, shown)
+                continue
+            return _read_body(response, shown, max_bytes)
+    raise NbinitError(
+        f"{shown}: more than {MAX_REDIRECTS} redirects", "point NBINIT_CONFIG_URL at the final URL"
+    )
+
+
+def _next_location(
+    response: requests.Response, current: str, first: tuple[str, str, int], shown: str
+) -> str:
+    location = response.headers.get("Location", "")
+    if not location:
+        raise NbinitError(f"{shown}: redirect without a Location", FIX_SERVER)
+    target = urljoin(current, location)
+    origin = _origin(target)
+    if origin == first:
+        return target
+    if first[0] == "https" and origin[0] != "https":
+        problem = f"redirect from https to {_show_origin(origin)} refused"
+    else:
+        problem = f"redirect to another host ({_show_origin(origin)}) refused"
+    # Nothing was sent there: the token stays with the origin the admin configured.
+    raise NbinitError(f"{shown}: {problem}", "point NBINIT_CONFIG_URL at the final URL")
+
+
+def _read_body(response: requests.Response, shown: str, max_bytes: int) -> bytes:
+    status = response.status_code
+    if status != 200:
+        reason = f"HTTP {status} {response.reason or ''}".strip()
+        if status in RETRY_STATUSES:
+            raise _Retryable(reason, FIX_SERVER, _retry_after(response))
+        if status in (401, 403):
+            raise NbinitError(f"{shown}: {reason}", "check NBINIT_CONFIG_TOKEN")
+        raise NbinitError(f"{shown}: {reason}", FIX_URL)
+    too_big = NbinitError(
+        f"{shown}: body larger than {max_bytes} bytes",
+        "serve the config itself (not a bundle or an error page), or raise fetch.max_bytes",
+    )
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_big
+    body = bytearray()
+    for chunk in _chunks(response):
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_big
+    return bytes(body)
+
+
+def _chunks(response: requests.Response) -> Iterator[bytes]:
+    import requests
+
+    try:
+        yield from response.iter_content(CHUNK)
+    except (requests.exceptions.RequestException, OSError) as exc:
+        raise _Retryable(
+            f"connection broken while reading ({type(exc).__name__})", FIX_SERVER
+        ) from None
+
+
+def _retry_after(response: requests.Response) -> Optional[float]:
+    """Seconds from a Retry-After header (a number or an HTTP date), else None."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    return None
+
+
+def _proxies(url: str) -> dict[str, str]:
+    """Proxies from the environment (honouring NO_PROXY), read only when some are set."""
+    if not any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return {}
+    from requests.utils import get_environ_proxies
+
+    return dict(get_environ_proxies(url))
+
+
+def _tls_reason(exc: Exception) -> str:
+    text = str(exc)
+    found = re.search(r"certificate verify failed: ([^(\]'\"]+)", text)
+    if found:
+        return "certificate verify failed: " + found.group(1).strip()
+    found = re.search(r"\[SSL: ([A-Z_]+)\]", text)
+    return found.group(1).lower().replace("_", " ") if found else "handshake failed"
+
+
+def _connect_reason(exc: Exception) -> str:
+    text = str(exc)
+    for pattern, reason in (
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "host name not found"),
+        ("Temporary failure in name resolution", "host name not found"),
+        ("No route to host", "no route to host"),
+        ("Network is unreachable", "network unreachable"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "server closed the connection"),
+    ):
+        if pattern in text:
+            return reason
+    return type(exc).__name__
+
+
+def read_trusted_file(path: str, max_bytes: int, what: str = "config") -> Optional[bytes]:
+    """Read root-trusted config only from a file no other user could have written or planted.
+
+    The file and its directory must belong to root (or to us when not root) and not be
+    writable by group or others; a symlink at the last component is refused. None when
+    the file does not exist. Reads at most max_bytes + 1 so callers can see it is too big.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
-        raise NbinitError(f"{path}: {exc.strerror}", "check NBINIT_CONFIG_URL") from None
+        problem = "a symlink, not trusted" if os.path.islink(path) else exc.strerror
+        raise NbinitError(
+            f"cannot read {what} {path}: {problem}", "make it a regular root-owned file"
+        ) from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        parent = os.stat(os.path.dirname(os.path.abspath(path)))
+        if not stat.S_ISREG(info.st_mode):
+            raise NbinitError(f"{what} {path} is not a regular file", FIX_URL)
+        for kind, st in (("file", info), ("directory", parent)):
+            if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+                raise NbinitError(
+                    f"{what} {path}: the {kind} is writable by a non-root user, not trusted",
+                    "make it root-owned and not group/other-writable",
+                )
+        return handle.read(max_bytes + 1)

@@ -114,9 +114,32 @@ FETCH: dict[str, Any] = {
     "type": "object",
     "description": "How the admin config is fetched from NBINIT_CONFIG_URL.",
     "properties": {
-        "timeout": {"type": "number", "minimum": 0.5, "default": 8},
-        "max_bytes": {"type": "integer", "minimum": 1, "default": 1048576},
-        "retries": {"type": "integer", "minimum": 0, "maximum": 10, "default": 2},
+        "timeout": {
+            "type": "number",
+            "minimum": 0.5,
+            "default": 8,
+            "description": "Seconds for the whole fetch, retries included (capped by deadline).",
+        },
+        "max_bytes": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 1048576,
+            "default": 1048576,
+            "description": "Largest config body accepted; larger is refused while streaming.",
+        },
+        "retries": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 10,
+            "default": 2,
+            "description": "Retries after a refused connection, a timeout or HTTP 429/5xx.",
+        },
+        "max_stale_days": {
+            "type": "number",
+            "minimum": 0,
+            "default": 7,
+            "description": "How old the last good copy may be when the fetch fails (0: never).",
+        },
     },
     "additionalProperties": False,
 }

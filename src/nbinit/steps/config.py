@@ -1,17 +1,26 @@
-"""Step `config`: built-in defaults < the baked /etc/nbinit/config.yaml < the admin config URL."""
+"""Step `config`: built-in defaults < the baked /etc/nbinit/config.yaml < the admin config URL.
+
+When the admin config cannot be fetched, pinned or validated, the last copy that passed
+(kept root-only under NBINIT_STATE_DIR) is used with a WARNING, else the baked default.
+This step never fails: a start always gets a complete, validated config.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import time
 from typing import Any, Optional
 
-from nbinit import config, schema
+from nbinit import config, fetch, schema
 from nbinit.context import Context, StepResult, degraded, ok
 from nbinit.errors import NbinitError
 
 BAKED_PATH = "/etc/nbinit/config.yaml"
 STATE_DIR = "/var/lib/nbinit"
 LAST_GOOD_NAME = "last-good-config.yaml"
+LAST_GOOD_META = "last-good-config.json"
 
 
 def baked_path(env: dict[str, str]) -> str:
@@ -23,49 +32,80 @@ def last_good_path(env: dict[str, str]) -> str:
 
 
 def read_trusted_file(path: str) -> Optional[bytes]:
-    """Read root-trusted config only from a file no user could have written or planted.
+    """Root-trusted config only from a root-owned file in a root-owned directory."""
+    return fetch.read_trusted_file(path, config.MAX_CONFIG_BYTES)
 
-    The file and its directory must belong to root (or to us when not root) and not be
-    writable by group or others; a symlink at the last component is refused.
-    """
+
+def _write_private(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise NbinitError(f"cannot read {path}: {exc.strerror}", "fix its permissions") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        parent = os.stat(os.path.dirname(os.path.abspath(path)))
-        for what, st in (("file", info), ("directory", parent)):
-            if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
-                raise NbinitError(
-                    f"{path}: the {what} is writable by a non-root user, not trusted",
-                    "make it root-owned and not group/other-writable",
-                )
-        return handle.read(config.MAX_CONFIG_BYTES + 1)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 
 
-def save_last_good(path: str, data: bytes) -> None:
-    """Keep the last admin config that passed validation, root-only, for when the fetch fails."""
+def save_last_good(path: str, data: bytes, shown_url: str) -> None:
+    """Keep the last admin config that passed validation, root-only, for when the fetch fails.
+
+    Written atomically with its digest, origin and time; never on a path a user can write.
+    """
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     info = os.lstat(directory)
-    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+    if not os.path.isdir(directory) or os.path.islink(directory) or info.st_uid != os.geteuid():
+        raise NbinitError(
+            f"{directory} is not a directory owned by uid {os.geteuid()}",
+            "make NBINIT_STATE_DIR a root-owned directory",
+        )
+    if info.st_mode & 0o077:
         os.chmod(directory, 0o700)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    meta = {
+        "url": shown_url,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "fetched": time.time(),
+    }
+    _write_private(path, data)
+    _write_private(os.path.join(directory, LAST_GOOD_META), json.dumps(meta).encode())
+
+
+def load_last_good(
+    cache: str, shown_url: str, pin: Optional[str], max_stale_days: float
+) -> tuple[Optional[dict[str, Any]], str]:
+    """The cached admin config and how it is described, or None and why it cannot be used."""
+    if max_stale_days <= 0:
+        return None, "the last good copy is disabled (fetch.max_stale_days: 0)"
+    try:
+        data = read_trusted_file(cache)
+        raw_meta = read_trusted_file(os.path.join(os.path.dirname(cache), LAST_GOOD_META))
+        if data is None or raw_meta is None:
+            return None, "no last good copy"
+        meta = json.loads(raw_meta)
+        digest = hashlib.sha256(data).hexdigest()
+        if meta.get("url") != shown_url:
+            return None, "the last good copy came from another URL"
+        if meta.get("sha256") != digest:
+            return None, "the last good copy is damaged"
+        if pin is not None and digest != pin:
+            return None, "the last good copy does not match NBINIT_CONFIG_SHA256"
+        age = time.time() - float(meta.get("fetched", 0))
+        if age > max_stale_days * 86400:
+            return None, f"the last good copy is older than {max_stale_days:g} days"
+        layer, _ = config.parse_and_check(data, cache)
+    except (NbinitError, ValueError, TypeError, AttributeError):
+        return None, "the last good copy is unreadable"
+    fetched = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(meta["fetched"])))
+    return layer, f"{cache} (last good, fetched {fetched})"
 
 
 def load_admin(ctx: Context, url: str, settings: dict[str, Any]) -> tuple[bytes, str]:
     """Fetch the admin config bytes (fetch module: deadlines, caps, pin, redirects)."""
-    from nbinit import fetch
-
     return fetch.fetch_config(
         url,
         token=ctx.env.get("NBINIT_CONFIG_TOKEN") or None,
@@ -77,75 +117,82 @@ def load_admin(ctx: Context, url: str, settings: dict[str, Any]) -> tuple[bytes,
     )
 
 
+class _Layers:
+    """The effective config as it is built, with where each part came from."""
+
+    def __init__(self) -> None:
+        self.effective = schema.defaults()
+        self.sources: dict[str, str] = {}
+        self.names = ["defaults"]
+        config.record_sources(self.sources, self.effective, "defaults")
+
+    def add(self, layer: dict[str, Any], origin: str) -> None:
+        self.effective = config.merge(self.effective, layer)
+        config.record_sources(self.sources, layer, origin)
+        self.names.append(origin)
+
+
 def run(ctx: Context) -> StepResult:
-    effective = schema.defaults()
-    sources: dict[str, str] = {}
-    config.record_sources(sources, effective, "defaults")
-    warnings: list[str] = []
-    layers = ["defaults"]
+    layers = _Layers()
+    warnings_before = len(ctx.log.warnings)
+    fallback = ""
 
     baked = baked_path(ctx.env)
-    data = read_trusted_file(baked)
-    if data is not None:
-        try:
-            layer, more = config.parse_and_check(data, baked)
-        except NbinitError as exc:
-            # A broken baked config is the image author's bug; `nbinit check` catches it.
-            ctx.log.warning(f"{exc}; using built-in defaults")
-        else:
-            warnings += more
-            effective = config.merge(effective, layer)
-            config.record_sources(sources, layer, baked)
-            layers.append(baked)
+    try:
+        data = read_trusted_file(baked)
+        if data is not None:
+            layer, warnings = config.parse_and_check(data, baked)
+            for warning in warnings:
+                ctx.log.warning(warning)
+            layers.add(layer, baked)
+    except NbinitError as exc:
+        # A broken baked config is the image author's bug; `nbinit check` catches it.
+        ctx.log.warning(f"{exc}; using built-in defaults")
+        fallback = "baked config unusable, built-in defaults used"
+    if "NBINIT_DEADLINE" not in ctx.env:
+        ctx.deadline.seconds = float(layers.effective["deadline"])
 
     url = ctx.env.get("NBINIT_CONFIG_URL", "").strip()
-    fallback = ""
     if url:
-        settings = effective["fetch"]
-        cache = last_good_path(ctx.env)
-        try:
-            body, shown_url = load_admin(ctx, url, settings)
-            layer, more = config.parse_and_check(body, shown_url)
-        except NbinitError as exc:
-            fallback = _fallback(ctx, str(exc), cache)
-            if fallback:
-                layer, more = config.parse_and_check(read_trusted_file(cache) or b"", cache)
-                effective = config.merge(effective, layer)
-                config.record_sources(sources, layer, f"{cache} (last good)")
-                layers.append(f"{cache} (last good)")
-        else:
-            warnings += more
-            effective = config.merge(effective, layer)
-            config.record_sources(sources, layer, shown_url)
-            layers.append(shown_url)
-            if ctx.is_root:
-                try:
-                    save_last_good(cache, body)
-                except OSError as exc:
-                    ctx.log.warning(f"cannot keep the last good config at {cache}: {exc}")
+        fallback = _apply_admin(ctx, url, layers) or fallback
 
+    ctx.config = layers.effective
+    ctx.sources = layers.sources
+    if "NBINIT_DEADLINE" not in ctx.env:
+        ctx.deadline.seconds = float(layers.effective["deadline"])
+    ctx.log.info("config: " + " < ".join(layers.names))
+    if fallback or len(ctx.log.warnings) > warnings_before:
+        return degraded("config", fallback or "warnings in the config", layers=layers.names)
+    return ok("config", layers=layers.names)
+
+
+def _apply_admin(ctx: Context, url: str, layers: _Layers) -> str:
+    """Add the admin layer (or its last good copy); return the fallback reason or ''."""
+    settings = layers.effective["fetch"]
+    cache = last_good_path(ctx.env)
+    shown = fetch.safe_url(url)
+    try:
+        body, shown = load_admin(ctx, url, settings)
+        layer, warnings = config.parse_and_check(body, shown)
+    except NbinitError as exc:
+        try:
+            pin = fetch.normalize_pin(ctx.env.get("NBINIT_CONFIG_SHA256"))
+        except NbinitError:
+            pin = None
+        cached, described = load_last_good(cache, shown, pin, settings["max_stale_days"])
+        if cached is not None:
+            ctx.log.warning(f"{exc}; using the last good admin config from {described}")
+            layers.add(cached, described)
+            return "admin config unavailable, last good copy used"
+        instead = "the baked default config" if len(layers.names) > 1 else "built-in defaults"
+        ctx.log.warning(f"{exc}; using {instead} ({described})")
+        return f"admin config unavailable, {instead} used"
     for warning in warnings:
         ctx.log.warning(warning)
-    ctx.config = effective
-    ctx.sources = sources
-    if "NBINIT_DEADLINE" not in ctx.env:
-        ctx.deadline.seconds = float(effective["deadline"])
-    ctx.log.info("config: " + " < ".join(layers))
-    if fallback or warnings:
-        return degraded("config", fallback or f"{len(warnings)} warning(s)", layers=layers)
-    return ok("config", layers=layers)
-
-
-def _fallback(ctx: Context, problem: str, cache: str) -> str:
-    """Log the fetch problem once, with what is used instead; return the reason or ''."""
-    try:
-        cached = read_trusted_file(cache)
-        if cached is not None:
-            config.parse_and_check(cached, cache)
-    except NbinitError:
-        cached = None
-    if cached is not None:
-        ctx.log.warning(f"{problem}; using the last good admin config from {cache}")
-        return "admin config unavailable, last good copy used"
-    ctx.log.warning(f"{problem}; using the baked default config")
-    return "admin config unavailable, baked default used"
+    layers.add(layer, shown)
+    if ctx.is_root:
+        try:
+            save_last_good(cache, body, shown)
+        except (OSError, NbinitError) as exc:
+            ctx.log.warning(f"cannot keep the last good admin config at {cache}: {exc}")
+    return ""

@@ -13,3 +13,30 @@ def sandbox(tmp_path):
     if reason:
         pytest.skip(f"sandbox: {reason}")
     return sandbox_module.Sandbox(tmp_path / "container")
+
+
+@pytest.fixture
+def http_server():
+    """Start real HTTP(S) servers on loopback: `http_server()` or `http_server(tls=context)`.
+
+    Every server started is stopped at the end of the test (tests/helpers/httpserver.py).
+    """
+    from helpers.httpserver import HTTPServer
+
+    servers = []
+
+    def start(tls=None):
+        servers.append(HTTPServer(tls))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_files():
+    """A throwaway CA (trustme) and a server certificate for 127.0.0.1 and localhost."""
+    from helpers.httpserver import TLSFiles
+
+    return TLSFiles.create()

@@ -74,8 +74,15 @@ def poststart() -> int:
 
 
 def check(as_json: bool, hub_version: Optional[str]) -> int:
-    sys.stderr.write("nbinit: error: check is not available in this version\n")
-    return EXIT_FATAL
+    from nbinit import doctor
+
+    checks = doctor.run_checks(dict(os.environ), hub_version)
+    if as_json:
+        json.dump(doctor.as_json(checks), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(doctor.format_table(checks) + "\n")
+    return EXIT_FATAL if any(c.result == doctor.FAIL for c in checks) else EXIT_OK
 
 
 def show_status(as_json: bool) -> int:
@@ -157,5 +164,34 @@ def repos_sync(dry_run: bool) -> int:
 
 
 def gpu_report(as_json: bool) -> int:
-    sys.stderr.write("nbinit: error: gpu is not available in this version\n")
-    return EXIT_FATAL
+    """The GPU report with the baked config's gpu section (no network: defaults < baked)."""
+    from nbinit import config, gpu, schema
+    from nbinit.steps import config as config_step
+    from nbinit.steps.gpu import FIX_REQUIRED
+
+    env = dict(os.environ)
+    log = Log.from_env(env)
+    settings = schema.defaults()
+    baked = config_step.baked_path(env)
+    try:
+        data = config_step.read_trusted_file(baked)
+        if data is not None:
+            settings = config.merge(settings, config.parse_and_check(data, baked)[0])
+    except NbinitError as exc:
+        log.warning(f"{exc}; using built-in defaults")
+    section = settings["gpu"]
+    report = gpu.gather(
+        env,
+        timeout=float(section["timeout"]),
+        frameworks=tuple(section["frameworks"]),
+        frameworks_timeout=float(section["frameworks_timeout"]),
+    )
+    if as_json:
+        json.dump(report.as_dict(), sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(gpu.format_table(report) + "\n")
+    if section["require"] is True and report.count == 0:
+        log.error(f"gpu.require is true but no usable GPU: {FIX_REQUIRED}")
+        return EXIT_FATAL
+    return EXIT_DEGRADED if report.warnings else EXIT_OK

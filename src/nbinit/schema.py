@@ -98,13 +98,32 @@ GIT: dict[str, Any] = {
 
 GPU: dict[str, Any] = {
     "type": "object",
+    "description": "GPU visibility, decided from device nodes, libcuda, the driver and nvidia-smi.",
     "properties": {
-        "require": {"enum": [True, False, "auto"], "default": "auto"},
-        "timeout": {"type": "number", "minimum": 0.1, "default": 5},
+        "require": {
+            "enum": [True, False, "auto"],
+            "default": "auto",
+            "description": "true: no GPU is FATAL (the server never starts); auto: report; "
+            "false: skip the GPU step.",
+        },
+        "timeout": {
+            "type": "number",
+            "minimum": 0.1,
+            "default": 5,
+            "description": "Seconds for the nvidia-smi calls together (it hangs on a bad GPU).",
+        },
         "frameworks": {
             "type": "array",
             "items": {"enum": ["torch", "jax", "tensorflow"]},
             "default": [],
+            "description": "Import these in the image's python3 and ask each how many GPUs it "
+            "sees (only when a GPU is present).",
+        },
+        "frameworks_timeout": {
+            "type": "number",
+            "minimum": 0.1,
+            "default": 30,
+            "description": "Seconds for all framework probes together (within the deadline).",
         },
     },
     "additionalProperties": False,

@@ -1,9 +1,49 @@
-"""Step `gpu`: report GPU visibility; fail fast when a GPU is required and absent."""
+"""Step `gpu`: report GPU visibility; fail fast when a GPU is required and absent.
+
+Policy `gpu.require`: true -> no usable GPU is FATAL in start mode, so the spawn fails at
+once with the evidence instead of a server without a GPU; auto -> report only; false ->
+skip. The count reaches the server as NBINIT_GPU_COUNT.
+"""
 
 from __future__ import annotations
 
-from nbinit.context import Context, StepResult, skipped
+from nbinit import gpu
+from nbinit.context import Context, StepResult, degraded, failed, ok, skipped
+
+FIX_REQUIRED = (
+    "request a GPU for this server (nvidia.com/gpu in the profile's extra_resource_limits) "
+    "on a node with the NVIDIA device plugin, or set gpu.require: auto"
+)
 
 
 def run(ctx: Context) -> StepResult:
-    return skipped("gpu", "GPU report is not available in this version")
+    settings = ctx.section("gpu")
+    require = settings["require"]
+    if require is False:
+        return skipped("gpu", "gpu.require is false")
+    report = gpu.gather(
+        ctx.env,
+        identity=ctx.user,
+        timeout=ctx.deadline.cap(float(settings["timeout"])),
+        frameworks=tuple(settings.get("frameworks") or ()),
+        frameworks_timeout=ctx.deadline.cap(float(settings.get("frameworks_timeout", 30))),
+    )
+    details = report.as_dict()
+    if require is True and report.count == 0:
+        message = f"gpu.require is true but no usable GPU: {report.evidence()}: {FIX_REQUIRED}"
+        if ctx.mode == "start":
+            # Not in pipeline.CRITICAL: only this policy makes the step fatal.
+            ctx.log.fatal(message)
+            return failed("gpu", "required GPU is absent", critical=True, **details)
+        # postStart runs beside the server and must exit 0: report, do not kill.
+        ctx.log.error(message)
+        return failed("gpu", "required GPU is absent", **details)
+    ctx.server_env["NBINIT_GPU_COUNT"] = str(report.count)
+    ctx.log.info(f"gpu: {gpu.summary(report)}; NBINIT_GPU_COUNT={report.count}")
+    for note in report.notes:
+        ctx.log.info(f"gpu: {note}")
+    for warning in report.warnings:
+        ctx.log.warning(f"gpu: {warning}")
+    if report.warnings:
+        return degraded("gpu", f"{len(report.warnings)} warning(s)", **details)
+    return ok("gpu", gpu.summary(report), **details)

@@ -1,0 +1,613 @@
+"""GPU visibility from evidence: device nodes, the driver library, the kernel driver, nvidia-smi.
+
+Environment variables are context, never proof: CUDA images bake NVIDIA_VISIBLE_DEVICES=all
+and a pod that requested no GPU still carries it. The checks follow the order of NVIDIA's
+own NGC entrypoint (`50-gpu-driver-check.sh`), with nbinit's words and timeouts. Gathering
+(I/O) and judging (`assess`, pure) are separate so the judgement is testable anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from nbinit import privilege
+from nbinit.context import Deadline, Identity
+
+# Minimum Linux driver for each CUDA toolkit release (GA), from NVIDIA's CUDA Toolkit
+# Release Notes, table "CUDA Toolkit and Corresponding Driver Versions".
+TOOLKIT_DRIVER: dict[tuple[int, int], str] = {
+    (13, 0): "580.65.06",
+    (12, 9): "575.51.03",
+    (12, 8): "570.26",
+    (12, 6): "560.28.03",
+    (12, 5): "555.42.02",
+    (12, 4): "550.54.14",
+    (12, 3): "545.23.06",
+    (12, 2): "535.54.03",
+    (12, 1): "530.30.02",
+    (12, 0): "525.60.13",
+    (11, 8): "520.61.05",
+    (11, 7): "515.43.04",
+    (11, 6): "510.39.01",
+    (11, 5): "495.29.05",
+    (11, 4): "470.42.01",
+    (11, 3): "465.19.01",
+    (11, 2): "460.27.03",
+    (11, 1): "455.23",
+    (11, 0): "450.36.06",
+    (10, 2): "440.33",
+    (10, 1): "418.39",
+    (10, 0): "410.48",
+}
+# Below this a CUDA major cannot run at all; from here up to the toolkit's own driver it
+# runs under "minor version compatibility" (same release notes, table "Minimum Required
+# Driver Version for CUDA Minor Version Compatibility"). CUDA 10 had no such mode.
+MINOR_COMPAT_FLOOR: dict[int, str] = {13: "580", 12: "525.60.13", 11: "450.80.02"}
+
+SHM_CONTAINER_DEFAULT = 64 * 1024 * 1024
+SMI_QUERY = "index,name,uuid,memory.total,driver_version"
+_DRIVER_LINE = re.compile(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+(?:\.\d+)+)")
+_DEVICE_NAME = re.compile(r"^nvidia(\d+)$")
+_SMI_LIST_LINE = re.compile(r"^GPU\s+(\d+):\s+(.*?)\s+\(UUID:\s*([^)]+)\)")
+# Values of NVIDIA_VISIBLE_DEVICES that allocate nothing, and the one baked into images.
+_NO_DEVICES = ("", "none", "void")
+
+
+@dataclass
+class Paths:
+    """Where the evidence lives; tests point these at fixtures."""
+
+    dev: str = "/dev"
+    proc_version: str = "/proc/driver/nvidia/version"
+    ld_cache: str = "/etc/ld.so.cache"
+    cuda_home: str = "/usr/local/cuda"
+    shm: str = "/dev/shm"
+
+
+@dataclass
+class Report:
+    """Everything the GPU report knows; `count` is what the server's environment gets."""
+
+    control_node: bool = False
+    device_nodes: list[str] = field(default_factory=list)
+    libcuda: Optional[str] = None
+    libcuda_compat: Optional[str] = None
+    driver_version: Optional[str] = None
+    driver_source: str = ""
+    smi: str = "not run"  # ok | not found | timeout after Ns | failed: ... | not run
+    gpus: list[dict[str, Any]] = field(default_factory=list)
+    nvidia_visible_devices: Optional[str] = None
+    cuda_visible_devices: Optional[str] = None
+    cuda_version: Optional[str] = None
+    cuda_source: str = ""
+    required_driver: Optional[str] = None
+    compat_floor: Optional[str] = None
+    shm_bytes: Optional[int] = None
+    frameworks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    count: int = 0
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def evidence(self) -> str:
+        """What was looked at, in one clause, for a FATAL line or the log."""
+        parts = [
+            "/dev/nvidiactl " + ("present" if self.control_node else "missing"),
+            f"{len(self.device_nodes)} /dev/nvidia[0-9]* device(s)",
+            "libcuda.so.1 " + (f"at {self.libcuda}" if self.libcuda else "not found"),
+            "driver " + (self.driver_version or "not detected"),
+            f"nvidia-smi {self.smi}",
+        ]
+        return ", ".join(parts)
+
+
+# -- parsing (pure) ----------------------------------------------------------------------
+def parse_driver_version(text: str) -> Optional[str]:
+    """The kernel driver version from /proc/driver/nvidia/version (proprietary or open)."""
+    for line in text.splitlines():
+        if line.startswith("NVRM"):
+            match = _DRIVER_LINE.search(line)
+            if match:
+                return match.group(1)
+    return None
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'535.104.05' -> (535, 104, 5); non-numeric parts end the tuple."""
+    numbers: list[int] = []
+    for part in version.strip().split("."):
+        digits = re.match(r"\d+", part)
+        if not digits:
+            break
+        numbers.append(int(digits.group()))
+    return tuple(numbers)
+
+
+def cached_library_paths(cache: bytes, name: str) -> list[str]:
+    """Paths for a library name in /etc/ld.so.cache (old and new formats alike).
+
+    Both formats keep each path as a NUL-terminated string, so reading the strings is
+    what `ldconfig -p` shows, without running a process.
+    """
+    pattern = re.compile(rb"(/[^\x00]*/" + re.escape(name.encode()) + rb")\x00")
+    seen: list[str] = []
+    for match in pattern.finditer(cache):
+        path = match.group(1).decode("utf-8", "replace")
+        if path not in seen:
+            seen.append(path)
+    return seen
+
+
+def is_compat_path(path: str) -> bool:
+    """The CUDA forward-compat copy of libcuda says nothing about the host's driver."""
+    return any("compat" in part for part in path.split("/"))
+
+
+def find_libcuda(
+    cache: bytes, ld_library_path: str, exists: Any = os.path.exists
+) -> tuple[Optional[str], Optional[str]]:
+    """(the driver's libcuda.so.1, a forward-compat copy on LD_LIBRARY_PATH), each or None."""
+    driver: Optional[str] = None
+    compat: Optional[str] = None
+    for directory in [d for d in ld_library_path.split(":") if d]:
+        candidate = os.path.join(directory, "libcuda.so.1")
+        if not exists(candidate):
+            continue
+        if is_compat_path(candidate):
+            compat = compat or candidate
+        else:
+            driver = driver or candidate
+    if driver is None:
+        for candidate in cached_library_paths(cache, "libcuda.so.1"):
+            if not is_compat_path(candidate) and exists(candidate):
+                driver = candidate
+                break
+    return driver, compat
+
+
+def image_cuda_version(env: dict[str, str], cuda_home: str) -> tuple[Optional[str], str]:
+    """The CUDA version the image was built for, and where that came from."""
+    if env.get("CUDA_VERSION", "").strip():
+        return env["CUDA_VERSION"].strip(), "CUDA_VERSION"
+    version_json = os.path.join(cuda_home, "version.json")
+    try:
+        with open(version_json) as handle:
+            found = json.load(handle).get("cuda", {}).get("version")
+        if isinstance(found, str) and found:
+            return found, version_json
+    except (OSError, ValueError, AttributeError):
+        pass
+    version_txt = os.path.join(cuda_home, "version.txt")
+    try:
+        with open(version_txt) as handle:
+            match = re.search(r"CUDA Version\s+(\d+(?:\.\d+)+)", handle.read(4096))
+        if match:
+            return match.group(1), version_txt
+    except OSError:
+        pass
+    # pip-assembled toolkits have neither file; the directory name still says the release.
+    target = os.path.basename(os.path.realpath(cuda_home))
+    match = re.fullmatch(r"cuda-(\d+\.\d+)", target)
+    if match and os.path.isdir(cuda_home):
+        return match.group(1), os.path.realpath(cuda_home)
+    return None, ""
+
+
+def required_driver(cuda_version: str, env: dict[str, str]) -> tuple[Optional[str], Optional[str]]:
+    """(driver the toolkit was released with, least driver its major runs on)."""
+    numbers = version_tuple(cuda_version)
+    if len(numbers) < 2:
+        return None, None
+    major, minor = numbers[0], numbers[1]
+    # NGC images state their own requirement; prefer it to the table.
+    stated = env.get("CUDA_DRIVER_VERSION", "").strip() or None
+    known = sorted(k for k in TOOLKIT_DRIVER if k[0] == major and k[1] <= minor)
+    table = TOOLKIT_DRIVER[known[-1]] if known else None
+    required = stated or table
+    floor = MINOR_COMPAT_FLOOR.get(major, required) if required else None
+    return required, floor
+
+
+def parse_smi_query(text: str) -> list[dict[str, Any]]:
+    """`nvidia-smi --query-gpu=index,name,uuid,memory.total,driver_version` CSV rows."""
+    gpus = []
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) < 4 or not fields[0].isdigit():
+            continue
+        memory = int(fields[3]) if fields[3].isdigit() else None
+        gpus.append(
+            {
+                "index": int(fields[0]),
+                "name": fields[1],
+                "uuid": fields[2],
+                "memory_mib": memory,
+                "driver": fields[4] if len(fields) > 4 else None,
+            }
+        )
+    return gpus
+
+
+def parse_smi_list(text: str) -> list[dict[str, Any]]:
+    """`nvidia-smi -L`: 'GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-...)'."""
+    gpus = []
+    for line in text.splitlines():
+        match = _SMI_LIST_LINE.match(line.strip())
+        if match:
+            gpus.append(
+                {
+                    "index": int(match.group(1)),
+                    "name": match.group(2),
+                    "uuid": match.group(3).strip(),
+                    "memory_mib": None,
+                    "driver": None,
+                }
+            )
+    return gpus
+
+
+def listed_devices(value: Optional[str]) -> Optional[list[str]]:
+    """The devices NVIDIA_VISIBLE_DEVICES names; None for all/none/void/unset.
+
+    With the device plugin's volume-mounts strategy the value is a path
+    (/var/run/nvidia-container-devices), not a list: it names no count either.
+    """
+    if value is None or value.strip().lower() in (*_NO_DEVICES, "all"):
+        return None
+    if value.strip().startswith("/"):
+        return None
+    return [d.strip() for d in value.split(",") if d.strip()]
+
+
+# -- judging (pure) ----------------------------------------------------------------------
+def assess(report: Report) -> Report:
+    """Decide the count and the warnings (logged) and notes (informational) from evidence."""
+    visible = len(report.gpus) if report.smi == "ok" else len(report.device_nodes)
+    has_driver = report.control_node and report.libcuda is not None
+    report.count = visible if has_driver else 0
+    warn, note = report.warnings.append, report.notes.append
+
+    if report.device_nodes and not has_driver:
+        missing = [] if report.control_node else ["/dev/nvidiactl"]
+        if report.libcuda is None:
+            missing.append("libcuda.so.1")
+        warn(
+            f"GPU device nodes are present but {' and '.join(missing)} not: the NVIDIA driver "
+            "was not detected and GPU programs will fail; start the pod through the NVIDIA "
+            "container toolkit (a nvidia.com/gpu limit), not with privileged: true"
+        )
+    elif report.libcuda and not report.device_nodes:
+        note(
+            f"libcuda.so.1 is in the image ({report.libcuda}) but no GPU device is: "
+            "a driver library baked into an image can shadow the one the toolkit injects"
+        )
+    if report.libcuda_compat and not report.libcuda:
+        note(f"only the CUDA forward-compat copy of libcuda exists ({report.libcuda_compat})")
+
+    _assess_visibility(report, visible)
+    if report.count == 0:
+        return report
+    _assess_smi(report)
+    _assess_driver(report)
+    if report.shm_bytes == SHM_CONTAINER_DEFAULT:
+        warn(
+            "/dev/shm is 64 MB, the container default: PyTorch data loaders with workers fail "
+            "there; mount an emptyDir with medium: Memory at /dev/shm "
+            "(singleuser.storage.extraVolumes / extraVolumeMounts)"
+        )
+    for name, probe in report.frameworks.items():
+        seen = probe.get("count")
+        if probe.get("error"):
+            warn(f"gpu.frameworks: {name}: {probe['error']}")
+        elif seen != report.count:
+            warn(
+                f"gpu.frameworks: {name} sees {seen} GPU(s) but {report.count} are visible: "
+                f"check that {name} was built for CUDA (not a CPU-only wheel)"
+            )
+    return report
+
+
+def _assess_visibility(report: Report, visible: int) -> None:
+    """NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES against the evidence."""
+    nvd = report.nvidia_visible_devices
+    listed = listed_devices(nvd)
+    if listed is not None and len(listed) != report.count:
+        report.warnings.append(
+            f"NVIDIA_VISIBLE_DEVICES={nvd} names {len(listed)} GPU(s) but {report.count} "
+            "are usable here: the container runtime did not inject what was allocated "
+            "(is the node's runtime nvidia, and the device plugin healthy?)"
+        )
+    elif nvd is not None and nvd.strip().lower() == "all" and report.count == 0:
+        report.notes.append(
+            "NVIDIA_VISIBLE_DEVICES=all is baked into CUDA images, it is not an allocation: "
+            "this pod has no GPU"
+        )
+    elif nvd is not None and nvd.strip().lower() in _NO_DEVICES and visible:
+        report.notes.append(
+            f"NVIDIA_VISIBLE_DEVICES={nvd!r} asks for no GPU, yet {visible} device(s) are "
+            "present (a privileged pod sees the node's devices)"
+        )
+    cvd = report.cuda_visible_devices
+    if cvd is None or report.count == 0:
+        return
+    if cvd.strip() in ("", "-1", "NoDevFiles"):
+        report.notes.append(f"CUDA_VISIBLE_DEVICES={cvd!r} hides every GPU from CUDA programs")
+        return
+    indices = [d.strip() for d in cvd.split(",") if d.strip()]
+    beyond = [d for d in indices if d.isdigit() and int(d) >= report.count]
+    if beyond:
+        report.warnings.append(
+            f"CUDA_VISIBLE_DEVICES={cvd} names device(s) {','.join(beyond)} but only "
+            f"{report.count} GPU(s) are visible (CUDA numbers them 0..{report.count - 1})"
+        )
+
+
+def _assess_smi(report: Report) -> None:
+    if report.smi.startswith("timeout"):
+        report.warnings.append(
+            f"nvidia-smi {report.smi} (a GPU in a bad state, or an Xid error?): counted "
+            f"{len(report.device_nodes)} device node(s) instead"
+        )
+    elif report.smi.startswith("failed"):
+        report.warnings.append(f"nvidia-smi {report.smi}")
+    elif report.smi == "not found":
+        report.notes.append(
+            "nvidia-smi is not on PATH: add utility to NVIDIA_DRIVER_CAPABILITIES to get it"
+        )
+
+
+def _assess_driver(report: Report) -> None:
+    if report.driver_version is None:
+        report.warnings.append(
+            "the NVIDIA driver version could not be read from /proc/driver/nvidia/version "
+            "or nvidia-smi"
+        )
+        return
+    if not (report.cuda_version and report.required_driver and report.compat_floor):
+        return
+    have = version_tuple(report.driver_version)
+    cuda = f"CUDA {report.cuda_version}"
+    if report.libcuda_compat and have < version_tuple(report.required_driver):
+        report.notes.append(
+            f"driver {report.driver_version} is older than {cuda} needs "
+            f"({report.required_driver}); CUDA forward compatibility is in use "
+            f"({report.libcuda_compat}), which works on data-center GPUs only"
+        )
+    elif have < version_tuple(report.compat_floor):
+        report.warnings.append(
+            f"driver {report.driver_version} is older than this image's {cuda} needs "
+            f"(at least {report.compat_floor}, {report.required_driver} for all features): "
+            "CUDA programs will fail with 'driver version is insufficient'; run on nodes "
+            "with a newer driver or use an image built for an older CUDA"
+        )
+    elif have < version_tuple(report.required_driver):
+        report.notes.append(
+            f"driver {report.driver_version} is older than {cuda}'s {report.required_driver}: "
+            "running under minor version compatibility (PTX JIT of newer code fails)"
+        )
+
+
+# -- gathering (I/O) ---------------------------------------------------------------------
+def device_nodes(dev: str) -> tuple[bool, list[str]]:
+    """(/dev/nvidiactl exists, the /dev/nvidiaN nodes), skipping -uvm, -modeset, -caps."""
+    control = os.path.exists(os.path.join(dev, "nvidiactl"))
+    try:
+        names = os.listdir(dev)
+    except OSError:
+        names = []
+    found = sorted(
+        (n for n in names if _DEVICE_NAME.match(n)),
+        key=lambda n: int(_DEVICE_NAME.match(n).group(1)),  # type: ignore[union-attr]
+    )
+    return control, [os.path.join(dev, n) for n in found]
+
+
+def _read(path: str, limit: int = 1 << 20) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit)
+    except OSError:
+        return None
+
+
+def shm_size(path: str) -> Optional[int]:
+    try:
+        info = os.statvfs(path)
+    except OSError:
+        return None
+    return info.f_blocks * info.f_frsize
+
+
+def run_smi(
+    identity: Optional[Identity], env: dict[str, str], timeout: float
+) -> tuple[str, list[dict[str, Any]]]:
+    """Ask nvidia-smi as the user, with one timeout for both calls; (status, gpus)."""
+    clean = privilege.clean_environment(identity, env)
+    smi = shutil.which("nvidia-smi", path=clean.get("PATH"))
+    if smi is None:
+        return "not found", []
+    budget = Deadline(timeout)
+    attempts = (
+        ([smi, f"--query-gpu={SMI_QUERY}", "--format=csv,noheader,nounits"], parse_smi_query),
+        ([smi, "-L"], parse_smi_list),
+    )
+    problem = ""
+    for argv, parse in attempts:
+        try:
+            result = privilege.run_as_user(
+                identity, argv, env=clean, timeout=budget.remaining(), cwd="/"
+            )
+        except subprocess.TimeoutExpired:
+            # A hung query means a hung GPU: -L would hang as well.
+            return f"timeout after {timeout:g}s", []
+        except OSError as exc:
+            return f"failed: {exc.strerror or exc}", []
+        if result.returncode == 0:
+            return "ok", parse(result.stdout.decode("utf-8", "replace"))
+        output = (result.stdout + result.stderr).decode("utf-8", "replace").strip()
+        problem = problem or (output.splitlines() or [f"exit {result.returncode}"])[0][:160]
+    return f"failed: {problem}", []
+
+
+FRAMEWORK_PROBES = {
+    "torch": (
+        "import torch\n"
+        "n = torch.cuda.device_count() if torch.cuda.is_available() else 0\n"
+        "out = {'version': torch.__version__, 'count': n, 'cuda': torch.version.cuda}\n"
+    ),
+    "jax": (
+        "import jax\n"
+        "try:\n"
+        "    n = len(jax.devices('gpu'))\n"
+        "except RuntimeError:\n"
+        "    n = 0\n"
+        "out = {'version': jax.__version__, 'count': n}\n"
+    ),
+    "tensorflow": (
+        "import tensorflow as tf\n"
+        "out = {'version': tf.__version__, "
+        "'count': len(tf.config.list_physical_devices('GPU'))}\n"
+    ),
+}
+
+
+def probe_framework(
+    name: str, identity: Optional[Identity], env: dict[str, str], timeout: float
+) -> dict[str, Any]:
+    """Import a framework in the image's python, as the user, and ask it for GPUs."""
+    clean = privilege.clean_environment(identity, env)
+    python = shutil.which("python3", path=clean.get("PATH")) or shutil.which(
+        "python", path=clean.get("PATH")
+    )
+    if python is None:
+        return {"error": "no python3 on PATH to import it with"}
+    code = (
+        "import json, sys\n"
+        "try:\n"
+        + "".join(f"    {line}\n" for line in FRAMEWORK_PROBES[name].splitlines())
+        + "except ImportError as exc:\n"
+        "    out = {'error': 'not importable (%s)' % exc}\n"
+        "sys.stdout.write('NBINIT-PROBE ' + json.dumps(out) + '\\n')\n"
+    )
+    try:
+        result = privilege.run_as_user(
+            identity, [python, "-c", code], env=clean, timeout=timeout, cwd="/"
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"did not answer within {timeout:g}s"}
+    except OSError as exc:
+        return {"error": f"cannot run {python}: {exc.strerror or exc}"}
+    for line in result.stdout.decode("utf-8", "replace").splitlines():
+        if line.startswith("NBINIT-PROBE "):
+            try:
+                data: dict[str, Any] = json.loads(line[len("NBINIT-PROBE ") :])
+            except ValueError:
+                break
+            return data
+    tail = result.stderr.decode("utf-8", "replace").strip().splitlines()
+    return {"error": f"probe failed: {tail[-1][:160] if tail else result.returncode}"}
+
+
+def gather(
+    env: dict[str, str],
+    *,
+    identity: Optional[Identity] = None,
+    timeout: float = 5.0,
+    frameworks: tuple[str, ...] = (),
+    frameworks_timeout: float = 30.0,
+    paths: Optional[Paths] = None,
+) -> Report:
+    """Collect the evidence and judge it; every process runs as identity within its timeout."""
+    paths = paths or Paths()
+    report = Report()
+    report.control_node, report.device_nodes = device_nodes(paths.dev)
+    report.libcuda, report.libcuda_compat = find_libcuda(
+        _read(paths.ld_cache) or b"", env.get("LD_LIBRARY_PATH", "")
+    )
+    version_text = _read(paths.proc_version, 4096)
+    if version_text is not None:
+        report.driver_version = parse_driver_version(version_text.decode("utf-8", "replace"))
+        report.driver_source = paths.proc_version if report.driver_version else ""
+    report.nvidia_visible_devices = env.get("NVIDIA_VISIBLE_DEVICES")
+    report.cuda_visible_devices = env.get("CUDA_VISIBLE_DEVICES")
+    report.cuda_version, report.cuda_source = image_cuda_version(env, paths.cuda_home)
+    if report.cuda_version:
+        report.required_driver, report.compat_floor = required_driver(report.cuda_version, env)
+    report.shm_bytes = shm_size(paths.shm)
+    # nvidia-smi only where there is something to ask: on a CPU pod it would only fail.
+    if report.control_node or report.device_nodes:
+        report.smi, report.gpus = run_smi(identity, env, timeout)
+        if report.driver_version is None and report.gpus and report.gpus[0].get("driver"):
+            report.driver_version = report.gpus[0]["driver"]
+            report.driver_source = "nvidia-smi"
+    usable = report.control_node and report.libcuda is not None and report.device_nodes
+    if frameworks and usable:
+        budget = Deadline(frameworks_timeout)
+        for name in frameworks:
+            report.frameworks[name] = probe_framework(name, identity, env, budget.remaining())
+    return assess(report)
+
+
+# -- presenting ------------------------------------------------------------------------
+def summary(report: Report) -> str:
+    """One log line: the count and what backs it."""
+    if report.count == 0:
+        return f"no GPU ({report.evidence()})"
+    names = [
+        f"{g['name']}" + (f" {g['memory_mib']} MiB" if g.get("memory_mib") else "")
+        for g in report.gpus
+    ]
+    listed = f": {'; '.join(names)}" if names else ""
+    driver = f", driver {report.driver_version}" if report.driver_version else ""
+    cuda = f", image CUDA {report.cuda_version}" if report.cuda_version else ""
+    return f"{report.count} GPU(s){listed}{driver}{cuda}"
+
+
+def format_table(report: Report) -> str:
+    """The report as a person reads it in a terminal."""
+    rows: list[tuple[str, str]] = [
+        ("GPUs usable", str(report.count)),
+        ("/dev/nvidiactl", "present" if report.control_node else "missing"),
+        ("device nodes", ", ".join(report.device_nodes) or "none"),
+        ("libcuda.so.1", report.libcuda or "not found (compat copies not counted)"),
+        (
+            "driver",
+            f"{report.driver_version} ({report.driver_source})"
+            if report.driver_version
+            else "not detected",
+        ),
+        ("nvidia-smi", report.smi),
+    ]
+    for gpu in report.gpus:
+        memory = f"  {gpu['memory_mib']} MiB" if gpu.get("memory_mib") else ""
+        rows.append((f"  GPU {gpu['index']}", f"{gpu['name']}  {gpu['uuid']}{memory}"))
+    if report.cuda_version:
+        needs = (
+            f"; needs driver >= {report.compat_floor} ({report.required_driver} for all features)"
+            if report.required_driver
+            else ""
+        )
+        rows.append(("image CUDA", f"{report.cuda_version} ({report.cuda_source}){needs}"))
+    else:
+        rows.append(("image CUDA", "none found"))
+    if report.shm_bytes is not None:
+        rows.append(("/dev/shm", f"{report.shm_bytes // (1024 * 1024)} MiB"))
+    for name in ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):
+        value = getattr(report, name.lower())
+        rows.append((name, "(unset)" if value is None else repr(value)))
+    for name, probe in report.frameworks.items():
+        shown = probe.get("error") or f"{probe.get('version')} sees {probe.get('count')} GPU(s)"
+        rows.append((f"framework {name}", str(shown)))
+    width = max(len(key) for key, _ in rows)
+    lines = [f"{key:<{width}}  {value}" for key, value in rows]
+    lines += [f"WARNING: {w}" for w in report.warnings]
+    lines += [f"NOTE: {n}" for n in report.notes]
+    return "\n".join(lines)

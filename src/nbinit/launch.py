@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
+import signal
 from typing import Optional
 
 from nbinit import privilege
@@ -28,12 +31,80 @@ def resolve_command(command: list[str], path: Optional[str]) -> list[str]:
     )
 
 
+def find_tini(path: Optional[str]) -> Optional[str]:
+    return shutil.which("tini", path=path)
+
+
 def wrap_with_init(argv: list[str], path: Optional[str]) -> list[str]:
     """As PID 1, put tini in front (signals reach the server's group, zombies are reaped)."""
     if os.getpid() != 1:
         return argv  # an init (tini, dumb-init, the kubelet's pause) is already there
-    tini = shutil.which("tini", path=path)
+    tini = find_tini(path)
     return [tini, "-g", "--", *argv] if tini else argv
+
+
+# Never forwarded: the kernel's synchronous faults, and the two nobody can catch.
+_NOT_FORWARDED = {
+    signal.SIGCHLD,
+    signal.SIGKILL,
+    signal.SIGSTOP,
+    signal.SIGFPE,
+    signal.SIGILL,
+    signal.SIGSEGV,
+    signal.SIGBUS,
+    signal.SIGABRT,
+    signal.SIGTRAP,
+    signal.SIGSYS,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+}
+
+
+def run_minimal_init(argv: list[str], env: dict[str, str], cwd: Optional[str]) -> int:
+    """PID 1 without tini: run argv as a child, forward signals, reap zombies; its exit code.
+
+    The kernel drops default-action signals sent to PID 1, and orphans are re-parented to
+    it, so a server exec'd as PID 1 would ignore SIGTERM and leave zombies. Signals are
+    blocked before the fork and collected with sigtimedwait, the way tini does it.
+    """
+    caught = set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, caught)
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setpgid(0, 0)  # its own group: forwarded signals reach its children too
+            if os.isatty(0):
+                with contextlib.suppress(OSError):
+                    os.tcsetpgrp(0, os.getpgrp())
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            privilege.exec_command(argv, env, cwd)
+        except OSError as exc:
+            os.write(2, f"FATAL nbinit: cannot exec {argv[0]}: {exc.strerror}\n".encode())
+            os._exit(127 if exc.errno == errno.ENOENT else 126)
+        os._exit(127)
+    with contextlib.suppress(OSError):
+        os.setpgid(child, child)  # also from here: no race with an early signal
+    return supervise(child, caught - _NOT_FORWARDED)
+
+
+def supervise(child: int, forwarded: set[signal.Signals]) -> int:
+    """Forward signals to child's process group and reap every zombie until child exits."""
+    waited = forwarded | {signal.SIGCHLD}
+    while True:
+        info = signal.sigtimedwait(waited, 1.0)
+        if info is not None and info.si_signo != signal.SIGCHLD:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child, info.si_signo)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return 0
+            if pid == 0:
+                break
+            if pid == child:
+                code = os.waitstatus_to_exitcode(status)
+                return 128 - code if code < 0 else code
 
 
 def server_environment(ctx: Context) -> dict[str, str]:
@@ -44,9 +115,24 @@ def server_environment(ctx: Context) -> dict[str, str]:
 
 
 def exec_server(ctx: Context) -> None:
-    """Never returns: becomes the server, as the user."""
+    """Never returns: drops root in-process, then becomes the server (or its init).
+
+    nbinit not PID 1: an init is already there (tini -g -- nbinit), exec CMD. PID 1 with
+    tini: exec `tini -g -- CMD`. PID 1 without tini: stay as a minimal init.
+    """
     env = server_environment(ctx)
-    argv = wrap_with_init(ctx.command, env.get("PATH"))
+    cwd = ctx.user.home if ctx.user else None
+    pid1 = os.getpid() == 1
+    tini = find_tini(env.get("PATH")) if pid1 else None
     if ctx.user is not None:
         privilege.drop_privileges(ctx.user)
-    privilege.exec_command(argv, env, cwd=ctx.user.home if ctx.user else None)
+    if not pid1:
+        privilege.exec_command(ctx.command, env, cwd=cwd)
+    elif tini:
+        privilege.exec_command([tini, "-g", "--", *ctx.command], env, cwd=cwd)
+    else:
+        ctx.log.info(
+            "no tini on PATH: nbinit stays PID 1 as a minimal init (forwards signals to the "
+            "server's process group, reaps zombies); install tini in the image to use it instead"
+        )
+        os._exit(run_minimal_init(ctx.command, env, cwd))

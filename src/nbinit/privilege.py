@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 from nbinit.context import Identity
 from nbinit.errors import NbinitError, Terminated
@@ -108,7 +109,9 @@ def run_as_user(
         stdout, stderr = process.communicate(stdin_data, timeout=max(timeout, 0.01))
     except subprocess.TimeoutExpired:
         _kill_group(process)
-        process.communicate()
+        # A process stuck in D-state (a hung NFS stat) survives SIGKILL: do not wait forever.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.communicate(timeout=2)
         raise
     finally:
         with _children_lock:
@@ -132,7 +135,10 @@ def kill_children() -> None:
 
 
 def drop_privileges(identity: Identity) -> None:
-    """setgroups, setgid, setuid — in that order — then prove root cannot come back."""
+    """setgroups, setgid, setuid — in that order — then prove root cannot come back.
+
+    Without setgroups root's supplementary groups (0, 6 disk, 27 sudo) survive the drop.
+    """
     if os.geteuid() != 0:
         return
     if identity.uid == 0 or identity.gid == 0:
@@ -141,10 +147,20 @@ def drop_privileges(identity: Identity) -> None:
             "set NB_UID/NB_GID to the user's own ids",
         )
     groups = groups_for(identity)
-    os.setgroups(groups)
-    os.setgid(identity.gid)
-    os.setuid(identity.uid)
-    if os.getuid() != identity.uid or os.getgid() != identity.gid or 0 in os.getgroups():
+    try:
+        os.setgroups(groups)
+        os.setgid(identity.gid)
+        os.setuid(identity.uid)
+    except OSError as exc:
+        raise NbinitError(
+            f"cannot drop root to uid {identity.uid} gid {identity.gid}: {exc.strerror}",
+            "the container needs CAP_SETUID and CAP_SETGID (do not drop them in the pod's "
+            "securityContext)",
+        ) from None
+    ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
+    if ids != (identity.uid, identity.uid, identity.gid, identity.gid) or set(os.getgroups()) - set(
+        groups
+    ):
         raise NbinitError("privilege drop did not take effect", "report this as a bug in nbinit")
     try:
         os.setuid(0)
@@ -153,10 +169,114 @@ def drop_privileges(identity: Identity) -> None:
     raise NbinitError("privilege drop is reversible (setuid(0) worked)", "report this as a bug")
 
 
-def open_directory_nofollow(path: str) -> int:
+def open_directory_nofollow(path: str, dir_fd: Optional[int] = None) -> int:
     """An fd for a real directory at path; a symlink at the last component is refused."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    return fd
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(path, flags, dir_fd=dir_fd)
+
+
+def is_read_only(fd: int) -> bool:
+    return bool(os.fstatvfs(fd).f_flag & os.ST_RDONLY)
+
+
+def chown_fd(fd: int, uid: int, gid: int) -> None:
+    """chown what fd refers to: the object we opened (no-follow), not whatever a path is now."""
+    os.fchown(fd, uid, gid)
+
+
+def chown_tree(top_fd: int, uid: int, gid: int, time_left: Callable[[], float]) -> tuple[int, bool]:
+    """Recursive chown inside an opened directory: (entries changed, finished in time).
+
+    fwalk opens every directory without following symlinks and chown acts on names
+    relative to those fds with follow_symlinks=False, so a symlink the user swaps in is
+    re-owned itself, never its target. It stays on the home's file system.
+    """
+    device = os.fstat(top_fd).st_dev
+    changed = 0
+    walk = os.fwalk(".", dir_fd=top_fd, follow_symlinks=False)
+    for _dirpath, dirnames, filenames, dir_fd in walk:
+        if time_left() <= 0:
+            return changed, False
+        for name in list(dirnames) + filenames:
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if info.st_dev != device:
+                if name in dirnames:
+                    dirnames.remove(name)  # a mount inside the home: not ours to re-own
+                continue
+            if (info.st_uid, info.st_gid) != (uid, gid):
+                with contextlib.suppress(FileNotFoundError):
+                    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+                    changed += 1
+    return changed, True
+
+
+def copy_tree(
+    source: str, dest_fd: int, uid: int, gid: int, time_left: Callable[[], float]
+) -> tuple[int, bool]:
+    """Copy the image's skeleton into an empty root-only directory, owned by uid:gid.
+
+    The source is the image's (trusted); the destination is reached only through fds of
+    directories created here, so nothing the user can touch is followed. Special files and
+    other file systems (a volume mounted inside the skeleton) are skipped; nothing is
+    moved or deleted. Returns (entries copied, finished in time).
+    """
+    device = os.stat(source).st_dev
+    copied = 0
+    with os.scandir(source) as entries:
+        for entry in entries:
+            if time_left() <= 0:
+                return copied, False
+            info = entry.stat(follow_symlinks=False)
+            mode = stat.S_IMODE(info.st_mode) & 0o777  # never copy setuid/setgid bits
+            if info.st_dev != device:
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                os.symlink(os.readlink(entry.path), entry.name, dir_fd=dest_fd)
+                os.chown(entry.name, uid, gid, dir_fd=dest_fd, follow_symlinks=False)
+            elif stat.S_ISDIR(info.st_mode):
+                os.mkdir(entry.name, 0o700, dir_fd=dest_fd)
+                sub = open_directory_nofollow(entry.name, dir_fd=dest_fd)
+                try:
+                    count, complete = copy_tree(entry.path, sub, uid, gid, time_left)
+                    copied += count
+                    os.fchown(sub, uid, gid)
+                    os.fchmod(sub, mode)
+                finally:
+                    os.close(sub)
+                if not complete:
+                    return copied, False
+            elif stat.S_ISREG(info.st_mode):
+                _copy_file(entry.path, entry.name, dest_fd, uid, gid, mode, info)
+            else:
+                continue  # sockets, fifos, devices: opening a fifo would block
+            copied += 1
+    return copied, True
+
+
+def _copy_file(
+    path: str, name: str, dest_fd: int, uid: int, gid: int, mode: int, info: os.stat_result
+) -> None:
+    source = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        target = os.open(
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=dest_fd,
+        )
+        try:
+            while os.sendfile(target, source, None, 1 << 20) > 0:
+                pass
+            os.fchown(target, uid, gid)
+            os.fchmod(target, mode)
+            os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
 
 
 def read_file_as_user(

@@ -1,4 +1,9 @@
-"""Step `user`: decide who the server runs as; create the user's own account when marked."""
+"""Step `user`: decide who the server runs as; create the user's own account when marked.
+
+Without the marker the server runs as the image's default user (jovyan). With it, as
+root, the account `$JUPYTERHUB_USER` gets NB_UID/NB_GID beside jovyan, and its home. Any
+invalid identity raises NbinitError, which the pipeline makes FATAL in start mode.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +11,93 @@ import os
 import pwd
 from typing import Optional
 
-from nbinit.context import Context, Identity, StepResult, ok, skipped
+from nbinit import accounts
+from nbinit.context import Context, Identity, StepResult, degraded, ok, skipped
+
+MARKER_TIMEOUT = 5.0
+TOOL_TIMEOUT = 10.0
+ROOT_SETTING = (
+    "start the container as root (z2jh singleuser.uid: 0; KubeSpawner uid=0 / "
+    "securityContext runAsUser: 0) so nbinit can create the account and then drop to NB_UID"
+)
 
 
 def current_identity(default_user: str) -> Optional[Identity]:
     """The image's default user (jovyan) as root; ourselves when not root; None: stay as is."""
-    entry = pwd.getpwuid(os.geteuid()) if os.geteuid() != 0 else _lookup(default_user)
+    uid = os.geteuid()
+    entry = accounts.lookup_user(default_user) if uid == 0 else _by_uid(uid)
     if entry is None or entry.pw_uid == 0:
         return None
     return Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
 
 
-def _lookup(name: str) -> pwd.struct_passwd | None:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        return None
+def _by_uid(uid: int) -> Optional[pwd.struct_passwd]:
+    """None for an arbitrary uid without a passwd line (OpenShift): keep the pod's HOME."""
+    return accounts.lookup_uid(uid)
 
 
 def run(ctx: Context) -> StepResult:
     settings = ctx.section("user")
+    policy = accounts.Policy.from_settings(settings)
+    default = current_identity(settings["default_user"])
+    ctx.user = default
+    who = f"{default.name} (uid {default.uid})" if default else f"uid {os.geteuid()}"
     name = ctx.env.get("JUPYTERHUB_USER", "")
-    marker = settings["marker"].format(user=name) if name else ""
-    ctx.user = current_identity(settings["default_user"])
-    who = ctx.user.name if ctx.user else "the current user"
     if not name:
+        _warn_if_root(ctx, default, settings)
         return skipped("user", f"JUPYTERHUB_USER is not set: running as {who}")
-    if not os.path.lexists(marker):
-        return skipped("user", f"no marker at {marker}: running as {who}")
-    return ok("user", f"marker at {marker}: account creation arrives with issue 3")
+    accounts.check_path_segment(name)
+    marker = accounts.marker_path(policy.marker, name)
+    state, detail = accounts.find_marker(
+        policy.marker, name, ctx.deadline.cap(MARKER_TIMEOUT) or 0.5
+    )
+    if state == accounts.MARKER_ABSENT:
+        _warn_if_root(ctx, default, settings)
+        return skipped("user", f"no marker {marker}: running as {who}")
+    if state != accounts.MARKER_PRESENT:
+        # Fail closed: a marker we cannot trust selects nothing; the server still starts.
+        ctx.log.warning(f"marker ignored: {detail}; running as {who}")
+        return degraded("user", f"marker ignored: {detail}")
+    if ctx.mode != "start":
+        return _existing_account(ctx, name, policy, who)
+    if not ctx.is_root:
+        ctx.log.warning(
+            f"running as uid {os.geteuid()}, not root: cannot create {name}'s own account "
+            f"(marker {marker}); {ROOT_SETTING}"
+        )
+        return degraded("user", "not root: account not created")
+
+    accounts.validate_name(name, policy)
+    uid, gid, gid_defaulted = accounts.read_ids(ctx.env, name, policy)
+    if gid_defaulted:
+        ctx.log.info(f"NB_GID is not set: using NB_UID {uid} as the gid")
+    accounts.check_home(accounts.marker_path(policy.home, name))  # before /etc changes
+    warnings_before = len(ctx.log.warnings)
+    identity = accounts.ensure_account(
+        name, uid, gid, policy, ctx.log, ctx.deadline.cap(TOOL_TIMEOUT) or 1.0
+    )
+    accounts.ensure_home(identity, policy, ctx.log, ctx.deadline.remaining)
+    ctx.user = identity
+    details = {"uid": identity.uid, "gid": identity.gid, "home": identity.home}
+    if len(ctx.log.warnings) > warnings_before:
+        return degraded("user", f"running as {name} with warnings", **details)
+    return ok("user", f"running as {name} (uid {identity.uid})", **details)
+
+
+def _warn_if_root(ctx: Context, default: Optional[Identity], settings: dict[str, str]) -> None:
+    if default is None and ctx.is_root and ctx.mode == "start":
+        ctx.log.warning(
+            f"the default user {settings['default_user']} (user.default_user) does not exist "
+            "in this image, so the server runs as root: create it in the image or set "
+            "user.default_user"
+        )
+
+
+def _existing_account(ctx: Context, name: str, policy: accounts.Policy, who: str) -> StepResult:
+    """poststart and other modes: use the account `start` made; never create one here."""
+    entry = accounts.lookup_user(name)
+    if entry is None:
+        return skipped("user", f"account {name} is not created yet: running as {who}")
+    home = accounts.marker_path(policy.home, name)
+    ctx.user = Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, home, entry.pw_shell)
+    return ok("user", f"running as {name} (uid {entry.pw_uid})")

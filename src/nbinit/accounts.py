@@ -1,0 +1,518 @@
+"""The user's own account: validate the hub's identity, create group and user, make the home.
+
+Debian's useradd accepts `x/../../etc`, `..` and `-u 0 -o`, so nothing reaches it before
+the rules here pass. Everything done as root on a path goes through `privilege` (no-follow
+opens, fd-based chown); this module decides what to do and says so, one line per action.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+import re
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from nbinit import privilege
+from nbinit.context import Identity
+from nbinit.errors import NbinitError
+from nbinit.log import Log
+
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# Never a user's id: root, nobody/nogroup, the 16-bit "-1" and the 32-bit "-1".
+FORBIDDEN_IDS = (0, 65534, 65535, 4294967295)
+MAX_ID = 2**31 - 1
+
+HUB_SETTING = (
+    "set NB_UID (and NB_GID) in the spawner's environment: a hub pre_spawn_hook that "
+    "reads the `uid` annotation of the user's namespace into spawner.environment "
+    "(KubeSpawner), or remove the marker"
+)
+HOME_MODE = 0o755
+
+
+@dataclass
+class Policy:
+    """The `user` section of the config, typed."""
+
+    marker: str = "/s/{user}/jupyterhub"
+    home: str = "/home/{user}"
+    group: str = ""
+    extra_groups: tuple[str, ...] = ("users",)
+    uid_min: int = 1000
+    uid_max: int = 60000
+    on_uid_mismatch: str = "fail"
+    on_uid_taken: str = "fail"
+    chown_home: str = "top"
+    skeleton: str = "/etc/skel"
+    shell: str = "/bin/bash"
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> Policy:
+        policy = cls()
+        for key in (
+            "marker",
+            "home",
+            "group",
+            "uid_min",
+            "uid_max",
+            "on_uid_mismatch",
+            "on_uid_taken",
+            "chown_home",
+            "skeleton",
+            "shell",
+        ):
+            if settings.get(key) is not None:
+                setattr(policy, key, settings[key])
+        if settings.get("extra_groups") is not None:
+            policy.extra_groups = tuple(settings["extra_groups"])
+        return policy
+
+
+# -- validation ---------------------------------------------------------------------------
+
+
+def check_path_segment(name: str) -> None:
+    """A name that cannot be one directory name is an attack or a broken hub: never use it."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise NbinitError(
+            f"JUPYTERHUB_USER={_show(name)} is not a valid account name ({NAME_RE.pattern})",
+            "the hub must send a plain user name: normalise names in the authenticator "
+            "(Authenticator.normalize_username / username_map)",
+        )
+
+
+def validate_name(name: str, policy: Policy) -> None:
+    """POSIX-portable, at most 32 characters, and not one of the image's system accounts."""
+    check_path_segment(name)
+    if not NAME_RE.match(name):
+        raise NbinitError(
+            f"JUPYTERHUB_USER={_show(name)} is not a valid account name ({NAME_RE.pattern})",
+            "map hub names to lower-case POSIX names in the authenticator "
+            "(Authenticator.normalize_username / username_map), or remove the marker",
+        )
+    entry = lookup_user(name)
+    if entry is not None and (
+        entry.pw_uid == 0 or not policy.uid_min <= entry.pw_uid <= policy.uid_max
+    ):
+        raise NbinitError(
+            f"{name} is a system account of this image (uid {entry.pw_uid}), never a user's own",
+            f"remove the marker {marker_path(policy.marker, name)}; hub users must not be "
+            "named like system accounts",
+        )
+
+
+def parse_id(env: dict[str, str], variable: str, policy: Policy) -> int:
+    """NB_UID or NB_GID as a plain decimal integer inside the configured range."""
+    raw = env.get(variable, "")
+    if not re.fullmatch(r"[0-9]{1,10}", raw):
+        raise NbinitError(f"{variable}={_show(raw)} is not an integer", HUB_SETTING)
+    value = int(raw, 10)
+    if value in FORBIDDEN_IDS or value > MAX_ID:
+        raise NbinitError(
+            f"{variable}={value} is never allowed (0, 65534, 65535, 4294967295 and >= 2^31 are "
+            "reserved)",
+            f"give the user an id inside user.uid_min..user.uid_max "
+            f"({policy.uid_min}..{policy.uid_max})",
+        )
+    if not policy.uid_min <= value <= policy.uid_max:
+        raise NbinitError(
+            f"{variable}={value} is outside user.uid_min..user.uid_max "
+            f"({policy.uid_min}..{policy.uid_max})",
+            "fix the uid annotation of the user's namespace, or widen user.uid_min / "
+            "user.uid_max in the admin config",
+        )
+    return value
+
+
+def read_ids(env: dict[str, str], name: str, policy: Policy) -> tuple[int, int, bool]:
+    """(uid, gid, gid_defaulted): NB_GID defaults to NB_UID, as a user private group."""
+    if not env.get("NB_UID"):
+        raise NbinitError(
+            f"NB_UID is not set, but the marker {marker_path(policy.marker, name)} asks for "
+            f"{name}'s own account",
+            HUB_SETTING,
+        )
+    uid = parse_id(env, "NB_UID", policy)
+    if not env.get("NB_GID"):
+        return uid, uid, True
+    return uid, parse_id(env, "NB_GID", policy), False
+
+
+# -- the marker ---------------------------------------------------------------------------
+
+MARKER_PRESENT = "present"
+MARKER_ABSENT = "absent"
+
+
+def marker_path(template: str, name: str) -> str:
+    return template.replace("{user}", name)
+
+
+def find_marker(template: str, name: str, timeout: float) -> tuple[str, str]:
+    """(state, detail) of the marker; every component from the user's part down is lstat'ed.
+
+    The user controls /s/<user>: a symlink anywhere there is refused, never followed. The
+    check runs in a child process because a hung NFS stat blocks in D-state, where no
+    signal reaches it; a timeout counts as absent.
+    """
+    path = marker_path(template, name)
+    prefix = template.split("{user}", 1)[0] if "{user}" in template else os.path.dirname(path)
+    code = (
+        "import os,stat,sys\n"
+        "p,start=sys.argv[1],sys.argv[2]\n"
+        "parts=[c for c in p[len(start):].split('/') if c]\n"
+        "cur=start.rstrip('/') or ''\n"
+        "for c in parts:\n"
+        " cur=cur+'/'+c\n"
+        " try: st=os.lstat(cur)\n"
+        " except FileNotFoundError: print('absent',cur); sys.exit(0)\n"
+        " except OSError as e: print('error',cur,e.strerror); sys.exit(0)\n"
+        " if stat.S_ISLNK(st.st_mode): print('symlink',cur); sys.exit(0)\n"
+        " if not stat.S_ISDIR(st.st_mode): print('notdir',cur); sys.exit(0)\n"
+        "print('present',cur)\n"
+    )
+    try:
+        result = privilege.run_as_user(
+            None,
+            [sys.executable, "-I", "-S", "-c", code, path, prefix],
+            env=privilege.clean_environment(None, {}),
+            timeout=timeout,
+            cwd="/",
+        )
+    except subprocess.TimeoutExpired:
+        return "timeout", f"checking {path} took longer than {timeout:.1f}s (a hung share?)"
+    words = result.stdout.decode("utf-8", "replace").split(maxsplit=2)
+    state = words[0] if words else "error"
+    where = words[1] if len(words) > 1 else path
+    if state in (MARKER_PRESENT, MARKER_ABSENT):
+        return state, where
+    if state == "symlink":
+        return state, f"{where} is a symlink"
+    if state == "notdir":
+        return state, f"{where} is not a directory"
+    return state, f"cannot check {where}: {words[2] if len(words) > 2 else 'unknown error'}"
+
+
+# -- the account --------------------------------------------------------------------------
+
+
+def lookup_user(name: str) -> Optional[pwd.struct_passwd]:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def lookup_uid(uid: int) -> Optional[pwd.struct_passwd]:
+    try:
+        return pwd.getpwuid(uid)
+    except KeyError:
+        return None
+
+
+def lookup_group(name: str) -> Optional[grp.struct_group]:
+    try:
+        return grp.getgrnam(name)
+    except KeyError:
+        return None
+
+
+def lookup_gid(gid: int) -> Optional[grp.struct_group]:
+    try:
+        return grp.getgrgid(gid)
+    except KeyError:
+        return None
+
+
+def groupadd_argv(name: str, gid: int) -> list[str]:
+    return ["groupadd", "-g", str(gid), "--", name]
+
+
+def useradd_argv(
+    name: str, uid: int, gid: int, home: str, shell: str, groups: list[str], alias: bool
+) -> list[str]:
+    """No home creation (nbinit copies the skeleton itself), no lastlog bloat (#923)."""
+    argv = ["useradd", "--no-log-init", "-M", "-d", home, "-s", shell, "-u", str(uid)]
+    argv += ["-g", str(gid)]
+    if groups:
+        argv += ["-G", ",".join(groups)]
+    if alias:
+        argv.append("-o")  # only when user.on_uid_taken is alias: a second name for the uid
+    return [*argv, "--", name]
+
+
+def _run_tool(argv: list[str], timeout: float) -> None:
+    try:
+        result = privilege.run_as_user(
+            None, argv, env=privilege.clean_environment(None, dict(os.environ)), timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise NbinitError(
+            f"{argv[0]} did not finish within {timeout:.1f}s",
+            "check that /etc is writable and not locked (a stale /etc/passwd.lock)",
+        ) from None
+    except OSError as exc:
+        raise NbinitError(
+            f"cannot run {argv[0]}: {exc.strerror}", "install the passwd package in the image"
+        ) from None
+    if result.returncode != 0:
+        said = result.stderr.decode("utf-8", "replace").strip().replace("\n", " ")[:200]
+        raise NbinitError(
+            f"{argv[0]} failed (exit {result.returncode}): {said}",
+            "/etc/passwd and /etc/group must be writable by root in the container",
+        )
+
+
+def ensure_group(name: str, gid: int, policy: Policy, log: Log, timeout: float) -> str:
+    """The group for gid: reuse the one that has it, else create `user.group` (default: name)."""
+    existing = lookup_gid(gid)
+    if existing is not None:
+        log.info(f"group {existing.gr_name} (gid {gid}) exists: used as {name}'s group")
+        return existing.gr_name
+    group = policy.group or name
+    taken = lookup_group(group)
+    if taken is not None:
+        raise NbinitError(
+            f"group name {group} exists with gid {taken.gr_gid}, not NB_GID={gid}",
+            "set user.group to another name in the admin config, or fix NB_GID",
+        )
+    _run_tool(groupadd_argv(group, gid), timeout)
+    log.info(f"created group {group} (gid {gid})")
+    return group
+
+
+def ensure_account(
+    name: str, uid: int, gid: int, policy: Policy, log: Log, timeout: float
+) -> Identity:
+    """The account `name` with uid:gid, created beside the image's users when absent.
+
+    Collisions follow the policy: same name and ids -> nothing to do; same name, other ids
+    -> user.on_uid_mismatch; uid held by another name -> user.on_uid_taken.
+    """
+    home = marker_path(policy.home, name)
+    existing = lookup_user(name)
+    if existing is not None:
+        if (existing.pw_uid, existing.pw_gid) == (uid, gid):
+            log.info(f"account {name} (uid {uid}, gid {gid}) exists: nothing to do")
+            return _identity(existing, home)
+        if policy.on_uid_mismatch != "use_existing":
+            raise NbinitError(
+                f"account {name} exists with uid {existing.pw_uid} gid {existing.pw_gid}, "
+                f"not NB_UID={uid} NB_GID={gid}",
+                "fix the uid annotation, or set user.on_uid_mismatch: use_existing to keep "
+                "the existing account",
+            )
+        log.info(
+            f"account {name} exists with uid {existing.pw_uid} gid {existing.pw_gid}, not "
+            f"{uid}:{gid}: using it as it is (user.on_uid_mismatch: use_existing)"
+        )
+        return _identity(existing, home)
+
+    owner = lookup_uid(uid)
+    alias = False
+    if owner is not None:
+        if policy.on_uid_taken != "alias":
+            raise NbinitError(
+                f"uid {uid} already belongs to {owner.pw_name}",
+                f"give {name} another uid, or set user.on_uid_taken: alias to make {name} a "
+                f"second name for uid {uid}",
+            )
+        alias = True
+        log.info(
+            f"uid {uid} belongs to {owner.pw_name}: {name} becomes a second name for it "
+            "(user.on_uid_taken: alias)"
+        )
+
+    group = ensure_group(name, gid, policy, log, timeout)
+    extra = []
+    for extra_group in policy.extra_groups:
+        if lookup_group(extra_group) is None:
+            log.warning(f"group {extra_group} (user.extra_groups) does not exist: not added")
+        else:
+            extra.append(extra_group)
+    _run_tool(useradd_argv(name, uid, gid, home, policy.shell, extra, alias), timeout)
+    created = lookup_user(name)
+    if created is None or (created.pw_uid, created.pw_gid, created.pw_dir) != (uid, gid, home):
+        raise NbinitError(
+            f"useradd did not create {name} as asked (uid {uid}, gid {gid}, home {home})",
+            "check /etc/nsswitch.conf and /etc/login.defs in the image",
+        )
+    joined = f", groups {','.join(extra)}" if extra else ""
+    log.info(f"created user {name} (uid {uid}, gid {gid} {group}{joined}, home {home})")
+    identity = _identity(created, home)
+    identity.group = group
+    return identity
+
+
+def _identity(entry: pwd.struct_passwd, home: str) -> Identity:
+    group = lookup_gid(entry.pw_gid)
+    return Identity(
+        entry.pw_name,
+        entry.pw_uid,
+        entry.pw_gid,
+        home,
+        entry.pw_shell or "/bin/bash",
+        group.gr_name if group else "",
+    )
+
+
+# -- the home -----------------------------------------------------------------------------
+
+
+def check_home(home: str) -> bool:
+    """Before any account change: the home is a real directory, or can be created safely.
+
+    Returns whether it exists. Raises for a symlink (never followed: `/home/u -> /etc`
+    would hand /etc to the user), a non-directory, or a parent we cannot create it in.
+    """
+    try:
+        info = os.lstat(home)
+    except FileNotFoundError:
+        _check_parent(home)
+        return False
+    if stat.S_ISLNK(info.st_mode):
+        raise NbinitError(
+            f"home {home} is a symlink (to {_show(os.readlink(home))}), not a directory",
+            "remove the symlink; the home must be a real directory or a volume mounted there",
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        raise NbinitError(
+            f"home {home} is not a directory", "remove it, or mount the home volume there"
+        )
+    return True
+
+
+def _check_parent(home: str) -> None:
+    parent = os.path.dirname(home.rstrip("/")) or "/"
+    try:
+        info = os.stat(parent)
+        read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+    except OSError as exc:
+        raise NbinitError(
+            f"cannot create home {home}: {parent}: {exc.strerror}",
+            f"create {parent} in the image or set user.home",
+        ) from None
+    if info.st_uid != 0 or info.st_mode & 0o022:
+        # Someone else could swap the new directory for a symlink before we chown it.
+        raise NbinitError(
+            f"cannot create home {home} safely: {parent} is writable by a non-root user",
+            f"make {parent} root-owned and not group/other-writable, or pre-create {home}",
+        )
+    if read_only:
+        raise NbinitError(
+            f"cannot create home {home}: {parent} is on a read-only file system",
+            f"mount a writable volume at {home}, or make {parent} writable",
+        )
+
+
+def ensure_home(
+    identity: Identity, policy: Policy, log: Log, time_left: Callable[[], float]
+) -> None:
+    """Create the home from the skeleton, or keep it and fix only its top's owner.
+
+    Never follows a symlink at the home; never moves or deletes anything; chown is by fd.
+    Problems the user can live with (root squash, read-only volume) are one WARNING.
+    """
+    home = identity.home
+    if not check_home(home):
+        create_home(identity, policy, log, time_left)
+        return
+    fd = _open_home(home)
+    try:
+        current = os.fstat(fd)
+        owner = f"{current.st_uid}:{current.st_gid}"
+        wanted = f"{identity.uid}:{identity.gid}"
+        read_only = privilege.is_read_only(fd)
+        if read_only:
+            log.warning(
+                f"home {home} is on a read-only file system (owner {owner}): notebooks cannot "
+                "be saved there; mount it read-write"
+            )
+            return
+        if owner == wanted:
+            log.info(f"home {home} exists (owner {owner}): kept")
+        elif policy.chown_home == "never":
+            log.info(f"home {home} is owned by {owner}, not {wanted}: left (chown_home: never)")
+        else:
+            try:
+                privilege.chown_fd(fd, identity.uid, identity.gid)
+            except OSError as exc:
+                _warn_chown(log, home, owner, wanted, exc)
+                return
+            log.info(f"home {home} exists: owner changed from {owner} to {wanted}, contents kept")
+        if policy.chown_home == "recursive":
+            changed, complete = privilege.chown_tree(fd, identity.uid, identity.gid, time_left)
+            if not complete:
+                log.warning(
+                    f"home {home}: recursive chown stopped at the deadline after {changed} "
+                    "entries; set user.chown_home: top, or raise the deadline"
+                )
+            elif changed:
+                log.info(f"home {home}: {changed} entries inside changed to {wanted}")
+    finally:
+        os.close(fd)
+
+
+def _open_home(home: str) -> int:
+    try:
+        return privilege.open_directory_nofollow(home)
+    except OSError as exc:
+        # ELOOP: it became a symlink between the lstat and the open.
+        raise NbinitError(
+            f"cannot open home {home}: {exc.strerror}", "make it a real directory"
+        ) from None
+
+
+def _warn_chown(log: Log, home: str, owner: str, wanted: str, exc: OSError) -> None:
+    why = "e.g. an NFS volume with root squash" if exc.errno in (errno.EPERM, errno.EACCES) else ""
+    log.warning(
+        f"cannot change the owner of home {home} from {owner} to {wanted}: "
+        f"{exc.strerror}{' (' + why + ')' if why else ''}; continuing. "
+        "Provision the volume owned by the user's uid"
+    )
+
+
+def create_home(
+    identity: Identity, policy: Policy, log: Log, time_left: Callable[[], float]
+) -> None:
+    """mkdir as root-only, fill from the skeleton by copy, then hand the top over."""
+    home = identity.home
+    parent = os.path.dirname(home.rstrip("/")) or "/"
+    _check_parent(home)
+    try:
+        os.mkdir(home, 0o700)  # private until it is filled and handed over
+    except OSError as exc:
+        raise NbinitError(
+            f"cannot create home {home}: {exc.strerror}",
+            f"mount a writable volume at {home}, or make {parent} writable in the image",
+        ) from None
+    fd = _open_home(home)
+    try:
+        skeleton = policy.skeleton
+        if skeleton and os.path.isdir(skeleton):
+            copied, complete = privilege.copy_tree(
+                skeleton, fd, identity.uid, identity.gid, time_left
+            )
+            source = f"from {skeleton} ({copied} entries)"
+            if not complete:
+                log.warning(f"home {home}: copying {skeleton} stopped at the deadline")
+        else:
+            source = "empty"
+            if skeleton:
+                log.warning(f"skeleton {skeleton} (user.skeleton) is not a directory: home empty")
+        os.fchmod(fd, HOME_MODE)
+        privilege.chown_fd(fd, identity.uid, identity.gid)
+    finally:
+        os.close(fd)
+    log.info(f"created home {home} {source}, owner {identity.uid}:{identity.gid}")
+
+
+def _show(value: str) -> str:
+    """A hub-supplied value in a log line: quoted, printable, short."""
+    return repr(value[:64])

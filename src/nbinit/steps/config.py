@@ -78,7 +78,7 @@ def save_last_good(path: str, data: bytes, shown_url: str) -> None:
 def load_last_good(
     cache: str, shown_url: str, pin: Optional[str], max_stale_days: float
 ) -> tuple[Optional[dict[str, Any]], str]:
-    """The cached admin config and how it is described, or None and why it cannot be used."""
+    """The cached admin config and when it was fetched, or None and why it cannot be used."""
     if max_stale_days <= 0:
         return None, "the last good copy is disabled (fetch.max_stale_days: 0)"
     try:
@@ -100,8 +100,7 @@ def load_last_good(
         layer, _ = config.parse_and_check(data, cache)
     except (NbinitError, ValueError, TypeError, AttributeError):
         return None, "the last good copy is unreadable"
-    fetched = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(meta["fetched"])))
-    return layer, f"{cache} (last good, fetched {fetched})"
+    return layer, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(meta["fetched"])))
 
 
 def load_admin(ctx: Context, url: str, settings: dict[str, Any]) -> tuple[bytes, str]:
@@ -179,13 +178,15 @@ def _apply_admin(ctx: Context, url: str, layers: _Layers) -> str:
             pin = fetch.normalize_pin(ctx.env.get("NBINIT_CONFIG_SHA256"))
         except NbinitError:
             pin = None
-        cached, described = load_last_good(cache, shown, pin, settings["max_stale_days"])
+        cached, fetched_or_why = load_last_good(cache, shown, pin, settings["max_stale_days"])
         if cached is not None:
-            ctx.log.warning(f"{exc}; using the last good admin config from {described}")
-            layers.add(cached, described)
+            ctx.log.warning(
+                f"{exc}; using the last good admin config {cache} (fetched {fetched_or_why})"
+            )
+            layers.add(cached, f"{cache} (last good)")
             return "admin config unavailable, last good copy used"
         instead = "the baked default config" if len(layers.names) > 1 else "built-in defaults"
-        ctx.log.warning(f"{exc}; using {instead} ({described})")
+        ctx.log.warning(f"{exc}; using {instead} ({fetched_or_why})")
         return f"admin config unavailable, {instead} used"
     for warning in warnings:
         ctx.log.warning(warning)

@@ -60,9 +60,11 @@ def _run(argv: list[str], env: dict[str, str], identity: Optional[Identity] = No
 
 
 def _last_line(data: bytes) -> str:
+    """The line that says why: the last `SomeError: ...` of a traceback, else the last line."""
     lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()]
     lines = [line for line in lines if line]
-    return lines[-1][:200] if lines else ""
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+    return (errors or lines or [""])[-1][:200]
 
 
 def _interpreter(script: str) -> Optional[list[str]]:
@@ -75,7 +77,15 @@ def _interpreter(script: str) -> Optional[list[str]]:
     if not first.startswith(b"#!"):
         return None
     words = first[2:].decode("utf-8", "replace").split()
-    return words or None
+    if not words:
+        return None
+    if os.path.basename(words[0]) == "env":
+        words = words[:1] + [w for w in words[1:] if not w.startswith("-")][:1]
+    program = words[1] if len(words) > 1 and os.path.basename(words[0]) == "env" else words[0]
+    # Only a Python interpreter is asked for versions; a shell wrapper has none to give.
+    if not os.path.basename(program).startswith("python"):
+        return None
+    return words
 
 
 # -- the checks ----------------------------------------------------------------------------
@@ -483,7 +493,7 @@ def verdict(checks: list[Check]) -> str:
 
 
 def format_table(checks: list[Check]) -> str:
-    width = max(len(c.name) for c in checks)
+    width = max([len("CHECK")] + [len(c.name) for c in checks])
     lines = [f"{'RESULT':<6}  {'CHECK':<{width}}  DETAIL"]
     for c in checks:
         lines.append(f"{c.result:<6}  {c.name:<{width}}  {c.detail}")

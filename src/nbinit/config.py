@@ -141,6 +141,20 @@ def _has_type(value: Any, kind: str) -> bool:
     return value is None
 
 
+_YAML11_BOOLS = ("yes", "no", "on", "off", "y", "n")
+
+
+def _yaml11_hint(value: Any) -> str:
+    """Why a scalar that other YAML readers turn into a number or a bool is a string here."""
+    if not isinstance(value, str):
+        return ""
+    if re.fullmatch(r"[-+]?0[0-9]+", value):
+        return " (a leading 0 would make it octal in YAML 1.1: write the number without it)"
+    if value.lower() in _YAML11_BOOLS:
+        return " (YAML 1.1 yes/no/on/off are not booleans here: write true or false)"
+    return ""
+
+
 def validate(value: Any, rules: dict[str, Any], path: str = "") -> tuple[list[str], list[str]]:
     """Check value against a schema; errors and warnings each name the key path."""
     errors: list[str] = []
@@ -148,7 +162,7 @@ def validate(value: Any, rules: dict[str, Any], path: str = "") -> tuple[list[st
     where = path or "(top)"
 
     def expected(what: str) -> None:
-        errors.append(f"{where}: expected {what}, got {_show(value)}")
+        errors.append(f"{where}: expected {what}, got {_show(value)}{_yaml11_hint(value)}")
 
     if "const" in rules and (value != rules["const"] or isinstance(value, bool)):
         expected(_show(rules["const"]))
@@ -163,6 +177,8 @@ def validate(value: Any, rules: dict[str, Any], path: str = "") -> tuple[list[st
         word = _TYPE_WORDS[kind]
         if kind in ("integer", "number") and "minimum" in rules:
             word += f" >= {rules['minimum']}"
+        if kind == "string" and isinstance(value, (int, float, bool)):
+            word += " (quote it: YAML read it as a number or a bool)"
         expected(word)
         return errors, warnings
     if kind in ("integer", "number"):

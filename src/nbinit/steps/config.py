@@ -191,7 +191,8 @@ def _apply_admin(ctx: Context, url: str, layers: _Layers) -> str:
     for warning in warnings:
         ctx.log.warning(warning)
     layers.add(layer, shown)
-    if ctx.is_root:
+    # `nbinit config show` only looks; a start or postStart keeps what it applied.
+    if ctx.is_root and ctx.mode in ("start", "poststart"):
         try:
             save_last_good(cache, body, shown)
         except (OSError, NbinitError) as exc:

@@ -401,7 +401,8 @@ def _check_parent(home: str) -> None:
     if info.st_uid != 0 or info.st_mode & 0o022:
         # Someone else could swap the new directory for a symlink before we chown it.
         raise NbinitError(
-            f"cannot create home {home} safely: {parent} is writable by a non-root user",
+            f"cannot create home {home} safely: {parent} is not root-owned or is writable by "
+            "group or others",
             f"make {parent} root-owned and not group/other-writable, or pre-create {home}",
         )
     if read_only:

@@ -1,0 +1,548 @@
+"""The user's own account beside jovyan: docker-stacks' start.sh scenarios and every bad input.
+
+Each case runs `nbinit start` as PID 1 in a throwaway container with real useradd, chown
+and setuid, and asserts the exit code, the exact log line, and what changed on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+
+import pytest
+from helpers.sandbox import PROJECT, VENV
+
+pytestmark = pytest.mark.sandbox
+
+ALICE = {"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"}
+ACCOUNT_FILES = {
+    f"/etc/{name}{suffix}"
+    for name in ("passwd", "group", "shadow", "gshadow", "subuid", "subgid")
+    for suffix in ("", "-")
+} | {"/etc/.pwd.lock", "/etc"}
+SHOW = [
+    "sh",
+    "-c",
+    'id; echo "HOME=$HOME USER=$USER LOGNAME=$LOGNAME SHELL=$SHELL PWD=$(pwd)"; cat /proc/1/comm',
+]
+ALICE_ID = "uid=4321(alice) gid=4321(alice) groups=4321(alice),100(users)"
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _ours(path: str) -> bool:
+    """Paths the sandbox itself touches (the project's and venv's ancestors, bytecode)."""
+    return any(path == str(p) or path.startswith(str(p) + "/") for p in (PROJECT, VENV)) or any(
+        path == str(p) for d in (PROJECT, VENV) for p in d.parents
+    )
+
+
+def _state(box, path: str):
+    target = box.host_view(path)
+    info = os.lstat(target)
+    if stat.S_ISREG(info.st_mode):
+        content = hashlib.sha256(target.read_bytes()).hexdigest()
+    elif stat.S_ISLNK(info.st_mode):
+        content = os.readlink(target)
+    else:
+        content = None
+    return (
+        stat.S_IFMT(info.st_mode),
+        stat.S_IMODE(info.st_mode),
+        info.st_uid,
+        info.st_gid,
+        content,
+    )
+
+
+def snapshot(box) -> dict[str, tuple]:
+    return {p: _state(box, p) for p in box.changed_paths() if not _ours(p)}
+
+
+def prepared(box) -> dict[str, tuple]:
+    """Apply the sandbox's setup once without nbinit; the state a run is compared to."""
+    result = box.run(["true"])
+    assert result.returncode == 0, result.stderr
+    return snapshot(box)
+
+
+def changes_since(box, before: dict[str, tuple]) -> set[str]:
+    after = snapshot(box)
+    return {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
+
+
+def baked(box, text: str) -> None:
+    box.write("/etc/nbinit/config.yaml", "version: 1\n" + text)
+
+
+def owner(box, path: str) -> tuple[int, int]:
+    """The owner as the container left it (upper layer if changed there, else the host's)."""
+    changed = box.host_view(path)
+    info = os.lstat(changed if os.path.lexists(changed) else path)
+    return info.st_uid, info.st_gid
+
+
+def passwd_line(box, name: str) -> str:
+    lines = [line for line in box.read("/etc/passwd").splitlines() if line.startswith(name + ":")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+# -- the happy path (docker-stacks start.sh scenarios) ------------------------------------
+
+
+def test_own_account_beside_jovyan(sandbox):
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    baked(sandbox, "user:\n  secret_env: [MY_SECRET]\n")
+    before = prepared(sandbox)
+    env = {**ALICE, "NBINIT_CONFIG_TOKEN": "tok-canary-1", "MY_SECRET": "sec-canary-2"}
+    env["PYTHONPATH"] = "/opt/extra"
+    env["LD_LIBRARY_PATH"] = "/opt/lib"
+    result = sandbox.run(
+        ["nbinit", "start", "--", "sh", "-c", SHOW[2] + "; env"], env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert out[0] == ALICE_ID
+    assert out[1] == "HOME=/home/alice USER=alice LOGNAME=alice SHELL=/bin/bash PWD=/home/alice"
+    assert out[2] == "tini"
+    environment = dict(line.split("=", 1) for line in out[3:] if "=" in line)
+    assert "NBINIT_CONFIG_TOKEN" not in environment and "MY_SECRET" not in environment
+    assert "canary" not in result.stdout + result.stderr
+    assert environment["PYTHONPATH"] == "/opt/extra"
+    assert environment["LD_LIBRARY_PATH"] == "/opt/lib"
+    assert environment["PATH"].startswith(str(VENV / "bin"))
+    # Logs only on stderr, every line INFO, exactly zero warnings.
+    assert result.lines("WARNING") == [] and result.lines("ERROR") == []
+    assert all(line.startswith("INFO[") for line in result.stderr.splitlines())
+    assert any(
+        line.endswith(
+            "nbinit: created user alice (uid 4321, gid 4321 alice, groups users, home /home/alice)"
+        )
+        for line in result.lines("INFO")
+    )
+    # jovyan is still there, untouched; alice is a new line beside it.
+    assert passwd_line(sandbox, "jovyan").startswith("jovyan:x:1000:100:")
+    assert passwd_line(sandbox, "alice") == "alice:x:4321:4321::/home/alice:/bin/bash"
+    assert owner(sandbox, "/home/alice") == (4321, 4321)
+    assert owner(sandbox, "/home/alice/.bashrc") == (4321, 4321)
+    assert stat.S_IMODE(os.lstat(sandbox.host_view("/home/alice")).st_mode) == 0o755
+    changed = changes_since(sandbox, before)
+    assert {p for p in changed if not p.startswith("/home/alice")} <= ACCOUNT_FILES
+    assert {p for p in changed if p.startswith("/home/alice")} == {
+        "/home/alice",
+        "/home/alice/.bashrc",
+        "/home/alice/.profile",
+        "/home/alice/.bash_logout",
+    }
+
+
+def test_restart_is_idempotent(sandbox):
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    first = sandbox.run(["nbinit", "start", "--", "id"], env=ALICE)
+    assert first.returncode == 0, first.stderr
+    files = {p: sandbox.read(p) for p in ("/etc/passwd", "/etc/group", "/etc/shadow")}
+    before = snapshot(sandbox)
+    second = sandbox.run(["nbinit", "start", "--", "id"], env=ALICE)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout == ALICE_ID + "\n"
+    assert {p: sandbox.read(p) for p in files} == files
+    assert second.lines("WARNING") == []
+    assert any(
+        "account alice (uid 4321, gid 4321) exists: nothing to do" in line
+        for line in second.lines("INFO")
+    )
+    assert any("home /home/alice exists (owner 4321:4321): kept" in x for x in second.lines("INFO"))
+    assert {p for p in changes_since(sandbox, before) if not p.startswith("/etc/.pwd")} == set()
+
+
+def test_gid_defaults_to_uid(sandbox):
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    env = {"JUPYTERHUB_USER": "alice", "NB_UID": "4321"}
+    result = sandbox.run(["nbinit", "start", "--", "id"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ALICE_ID + "\n"
+    assert any("NB_GID is not set: using NB_UID 4321 as the gid" in x for x in result.lines("INFO"))
+
+
+def test_no_marker_runs_as_jovyan(sandbox):
+    sandbox.add_jovyan()
+    before = prepared(sandbox)
+    result = sandbox.run(["nbinit", "start", "--", "id", "-un"], env=ALICE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "jovyan\n"
+    assert result.lines("WARNING") == []
+    assert changes_since(sandbox, before) == set()
+
+
+def test_data_bind_mounted_under_home_left_intact(sandbox, tmp_path):
+    """docker-stacks test_container_not_delete_bind_mount: the volume's files stay as they were."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "results.csv").write_text("1,2,3\n")
+    os.chown(data / "results.csv", 1234, 1234)
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    sandbox.setup.append(f"mkdir -p $R/home/alice/data && mount --bind {data} $R/home/alice/data")
+    result = sandbox.run(["nbinit", "start", "--", "ls", "-A", "/home/alice/data"], env=ALICE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "results.csv\n"
+    assert sorted(os.listdir(data)) == ["results.csv"]
+    assert (data / "results.csv").read_text() == "1,2,3\n"
+    assert os.lstat(data / "results.csv").st_uid == 1234
+    assert owner(sandbox, "/home/alice") == (4321, 4321)  # the existing top, fixed
+    assert result.lines("WARNING") == []
+
+
+def test_existing_home_kept_and_only_top_reowned(sandbox):
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    sandbox.mkdir("/home/alice", mode=0o750)
+    sandbox.write("/home/alice/notes.ipynb", "{}", uid=0, gid=0)
+    sandbox.symlink("/home/alice/evil", "/etc/shadow")
+    result = sandbox.run(["nbinit", "start", "--", "id", "-u"], env=ALICE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "4321\n"
+    assert owner(sandbox, "/home/alice") == (4321, 4321)
+    assert owner(sandbox, "/home/alice/notes.ipynb") == (0, 0)  # never recursive by default
+    assert not sandbox.host_view("/home/alice/.bashrc").exists()  # no skeleton into a volume
+    assert owner(sandbox, "/etc/shadow")[0] == 0
+    assert any(
+        "home /home/alice exists: owner changed from 0:0 to 4321:4321, contents kept" in x
+        for x in result.lines("INFO")
+    )
+    assert result.lines("WARNING") == []
+
+
+def test_recursive_chown_never_follows_planted_symlinks(sandbox):
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    baked(sandbox, "user:\n  chown_home: recursive\n")
+    sandbox.mkdir("/home/alice")
+    sandbox.mkdir("/home/alice/work")
+    sandbox.write("/home/alice/work/a.py", "x = 1\n")
+    sandbox.symlink("/home/alice/work/passwd", "/etc/passwd")
+    sandbox.symlink("/home/alice/etc", "/etc")
+    result = sandbox.run(["nbinit", "start", "--", "true"], env=ALICE)
+    assert result.returncode == 0, result.stderr
+    for path in ("/home/alice", "/home/alice/work", "/home/alice/work/a.py"):
+        assert owner(sandbox, path) == (4321, 4321), path
+    assert owner(sandbox, "/home/alice/work/passwd") == (4321, 4321)  # the link itself
+    assert owner(sandbox, "/etc/passwd") == (0, 0)
+    assert owner(sandbox, "/etc") == (0, 0)
+    assert result.lines("WARNING") == []
+
+
+def test_alias_policy_shares_jovyans_uid(sandbox):
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    baked(sandbox, "user:\n  on_uid_taken: alias\n")
+    env = {"JUPYTERHUB_USER": "alice", "NB_UID": "1000", "NB_GID": "4321"}
+    result = sandbox.run(["nbinit", "start", "--", "id", "-u"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "1000\n"
+    assert passwd_line(sandbox, "alice") == "alice:x:1000:4321::/home/alice:/bin/bash"
+    assert passwd_line(sandbox, "jovyan").startswith("jovyan:x:1000:100:")
+    assert any(
+        "uid 1000 belongs to jovyan: alice becomes a second name for it "
+        "(user.on_uid_taken: alias)" in x
+        for x in result.lines("INFO")
+    )
+    assert result.lines("WARNING") == []
+
+
+def test_use_existing_policy_keeps_the_account(sandbox):
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    sandbox.setup.append(
+        "grep -q '^alice:' $R/etc/passwd || chroot $R useradd --no-log-init -M -U -u 2000 alice"
+    )
+    baked(sandbox, "user:\n  on_uid_mismatch: use_existing\n")
+    result = sandbox.run(["nbinit", "start", "--", "id", "-u"], env=ALICE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "2000\n"
+    assert any("(user.on_uid_mismatch: use_existing)" in x for x in result.lines("INFO"))
+
+
+# -- bad inputs: FATAL, nothing changed ---------------------------------------------------
+
+FATAL_CASES = [
+    pytest.param(
+        {"NB_UID": "0"},
+        "NB_UID=0 is never allowed (0, 65534, 65535, 4294967295 and >= 2^31 are reserved): "
+        "give the user an id inside user.uid_min..user.uid_max (1000..60000)",
+        id="uid-zero",
+    ),
+    pytest.param(
+        {"NB_UID": "65534"},
+        "NB_UID=65534 is never allowed",
+        id="uid-nobody",
+    ),
+    pytest.param(
+        {"NB_UID": "4294967295"},
+        "NB_UID=4294967295 is never allowed",
+        id="uid-minus-one",
+    ),
+    pytest.param(
+        {"NB_UID": "70000"},
+        "NB_UID=70000 is outside user.uid_min..user.uid_max (1000..60000): fix the uid "
+        "annotation of the user's namespace, or widen user.uid_min / user.uid_max",
+        id="uid-out-of-range",
+    ),
+    pytest.param({"NB_UID": "-5"}, "NB_UID='-5' is not an integer", id="uid-negative"),
+    pytest.param({"NB_UID": "43 21"}, "NB_UID='43 21' is not an integer", id="uid-not-integer"),
+    pytest.param({"NB_GID": "0"}, "NB_GID=0 is never allowed", id="gid-zero"),
+    pytest.param(
+        {"NB_UID": ""},
+        "NB_UID is not set, but the marker /s/alice/jupyterhub asks for alice's own account: "
+        "set NB_UID (and NB_GID) in the spawner's environment: a hub pre_spawn_hook that reads "
+        "the `uid` annotation of the user's namespace into spawner.environment (KubeSpawner), "
+        "or remove the marker",
+        id="uid-missing",
+    ),
+    pytest.param(
+        {"NB_UID": "1000"},
+        "uid 1000 already belongs to jovyan: give alice another uid, or set "
+        "user.on_uid_taken: alias to make alice a second name for uid 1000",
+        id="uid-taken-by-jovyan",
+    ),
+    pytest.param(
+        {"JUPYTERHUB_USER": "../root"},
+        "JUPYTERHUB_USER='../root' is not a valid account name (^[a-z_][a-z0-9_-]{0,31}$)",
+        id="name-dotdot-root",
+    ),
+    pytest.param(
+        {"JUPYTERHUB_USER": "x/../../etc"},
+        "JUPYTERHUB_USER='x/../../etc' is not a valid account name",
+        id="name-traversal",
+    ),
+    pytest.param(
+        {"JUPYTERHUB_USER": "root"},
+        "root is a system account of this image (uid 0), never a user's own: remove the "
+        "marker /s/root/jupyterhub",
+        id="name-root",
+    ),
+    pytest.param(
+        {"JUPYTERHUB_USER": "daemon"},
+        "daemon is a system account of this image (uid 1)",
+        id="name-system-account",
+    ),
+    pytest.param(
+        {"JUPYTERHUB_USER": "Alice"},
+        "JUPYTERHUB_USER='Alice' is not a valid account name",
+        id="name-upper-case",
+    ),
+    pytest.param(
+        {"JUPYTERHUB_USER": "a" * 33},
+        f"JUPYTERHUB_USER='{'a' * 33}' is not a valid account name",
+        id="name-33-chars",
+    ),
+    pytest.param(
+        {"JUPYTERHUB_USER": "1234"},
+        "JUPYTERHUB_USER='1234' is not a valid account name",
+        id="name-all-digits",
+    ),
+]
+
+
+@pytest.mark.parametrize("overrides, fatal", FATAL_CASES)
+def test_bad_identity_is_fatal_and_changes_nothing(sandbox, overrides, fatal):
+    env = {**ALICE, **overrides}
+    env = {k: v for k, v in env.items() if v != ""}
+    name = env["JUPYTERHUB_USER"]
+    sandbox.add_jovyan()
+    if "/" not in name:
+        sandbox.mkdir(f"/s/{name}/jupyterhub")
+    before = prepared(sandbox)
+    result = sandbox.run(["nbinit", "start", "--", "id"], env=env)
+    assert result.returncode == 1
+    assert result.stdout == ""  # the server never started
+    fatals = [line.split("nbinit: ", 1)[1] for line in result.lines("FATAL")]
+    assert fatals[0].startswith(fatal), fatals
+    assert fatals[1] == "not starting the server: fix the problem above and restart"
+    assert changes_since(sandbox, before) == set()
+
+
+COLLISION_CASES = [
+    pytest.param(
+        "chroot $R useradd --no-log-init -M -U -u 2000 alice",
+        "account alice exists with uid 2000 gid 2000, not NB_UID=4321 NB_GID=4321: fix the "
+        "uid annotation, or set user.on_uid_mismatch: use_existing to keep the existing account",
+        id="name-exists-with-other-uid",
+    ),
+    pytest.param(
+        "chroot $R groupadd -g 3000 alice",
+        "group name alice exists with gid 3000, not NB_GID=4321: set user.group to another "
+        "name in the admin config, or fix NB_GID",
+        id="group-name-taken",
+    ),
+]
+
+
+@pytest.mark.parametrize("setup, fatal", COLLISION_CASES)
+def test_collision_is_fatal_by_default(sandbox, setup, fatal):
+    sandbox.add_jovyan()
+    sandbox.setup.append(f"grep -q '^alice:' $R/etc/group || {setup}")
+    sandbox.mkdir("/s/alice/jupyterhub")
+    before = prepared(sandbox)
+    result = sandbox.run(["nbinit", "start", "--", "id"], env=ALICE)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.lines("FATAL")[0].split("nbinit: ", 1)[1] == fatal
+    assert changes_since(sandbox, before) == set()
+
+
+HOME_CASES = [
+    pytest.param(
+        lambda box: box.symlink("/home/alice", "/etc"),
+        "home /home/alice is a symlink (to '/etc'), not a directory: remove the symlink; the "
+        "home must be a real directory or a volume mounted there",
+        id="home-symlink-to-etc",
+    ),
+    pytest.param(
+        lambda box: box.write("/home/alice", "not a directory"),
+        "home /home/alice is not a directory: remove it, or mount the home volume there",
+        id="home-is-a-file",
+    ),
+    pytest.param(
+        lambda box: box.setup.append("mount -t tmpfs -o ro,mode=755 tmpfs $R/home"),
+        "cannot create home /home/alice: /home is on a read-only file system: mount a "
+        "writable volume at /home/alice, or make /home writable",
+        id="home-parent-read-only",
+    ),
+    pytest.param(
+        lambda box: box.mkdir("/home", mode=0o777),
+        "cannot create home /home/alice safely: /home is not root-owned or is writable by group "
+        "or others",
+        id="home-parent-world-writable",
+    ),
+]
+
+
+@pytest.mark.parametrize("arrange, fatal", HOME_CASES)
+def test_bad_home_is_fatal_before_any_change(sandbox, arrange, fatal):
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    arrange(sandbox)
+    before = prepared(sandbox)
+    result = sandbox.run(["nbinit", "start", "--", "id"], env=ALICE)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    assert result.lines("FATAL")[0].split("nbinit: ", 1)[1].startswith(fatal)
+    assert changes_since(sandbox, before) == set()
+    assert os.lstat("/etc").st_uid == 0
+
+
+MARKER_CASES = [
+    pytest.param(
+        lambda box: box.symlink("/s/alice/jupyterhub", "/etc"),
+        "marker ignored: /s/alice/jupyterhub is a symlink; running as jovyan (uid 1000)",
+        id="marker-symlink-to-etc",
+    ),
+    pytest.param(
+        lambda box: box.symlink("/s/alice", "/etc"),
+        "marker ignored: /s/alice is a symlink; running as jovyan (uid 1000)",
+        id="marker-parent-symlink",
+    ),
+    pytest.param(
+        lambda box: box.write("/s/alice/jupyterhub", ""),
+        "marker ignored: /s/alice/jupyterhub is not a directory; running as jovyan (uid 1000)",
+        id="marker-is-a-file",
+    ),
+]
+
+
+@pytest.mark.parametrize("arrange, warning", MARKER_CASES)
+def test_untrusted_marker_is_ignored(sandbox, arrange, warning):
+    sandbox.add_jovyan()
+    sandbox.mkdir("/etc/jupyterhub")  # so a followed link would find a directory
+    arrange(sandbox)
+    before = prepared(sandbox)
+    result = sandbox.run(["nbinit", "start", "--", "id", "-un"], env=ALICE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "jovyan\n"
+    assert [line.split("nbinit: ", 1)[1] for line in result.lines("WARNING")] == [warning]
+    assert changes_since(sandbox, before) == set()
+
+
+# -- homes the server can live with: one WARNING, continue -------------------------------
+
+
+def test_read_only_home_warns_once_and_starts(sandbox):
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    sandbox.setup.append(
+        "mkdir -p $R/home/alice && mount -t tmpfs -o ro,mode=755 tmpfs $R/home/alice"
+    )
+    result = sandbox.run(["nbinit", "start", "--", "id", "-u"], env=ALICE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "4321\n"
+    assert [line.split("nbinit: ", 1)[1] for line in result.lines("WARNING")] == [
+        "home /home/alice is on a read-only file system (owner 0:0): notebooks cannot be "
+        "saved there; mount it read-write"
+    ]
+
+
+def test_root_squashed_home_warns_once_and_starts(sandbox):
+    """chown gives EPERM for real: an immutable home (as NFS root squash refuses root's chown)."""
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    sandbox.setup.append(
+        "mkdir -p $R/home/alice && mount -t tmpfs -o mode=755 tmpfs $R/home/alice && "
+        "chattr +i $R/home/alice"
+    )
+    result = sandbox.run(["nbinit", "start", "--", "id", "-u"], env=ALICE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "4321\n"
+    assert [line.split("nbinit: ", 1)[1] for line in result.lines("WARNING")] == [
+        "cannot change the owner of home /home/alice from 0:0 to 4321:4321: Operation not "
+        "permitted (e.g. an NFS volume with root squash); continuing. Provision the volume "
+        "owned by the user's uid"
+    ]
+
+
+def test_not_root_skips_account_work_with_one_warning(sandbox):
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    before = prepared(sandbox)
+    argv = ["setpriv", "--reuid=1000", "--regid=100", "--clear-groups", "nbinit", "start"]
+    result = sandbox.run([*argv, "--", "sh", "-c", "id -un; echo $HOME"], env=ALICE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "jovyan\n/home/jovyan\n"
+    assert [line.split("nbinit: ", 1)[1] for line in result.lines("WARNING")] == [
+        "running as uid 1000, not root: cannot create alice's own account (marker "
+        "/s/alice/jupyterhub); start the container as root (z2jh singleuser.uid: 0; "
+        "KubeSpawner uid=0 / securityContext runAsUser: 0) so nbinit can create the account "
+        "and then drop to NB_UID"
+    ]
+    assert {p for p in changes_since(sandbox, before) if not p.startswith("/home/jovyan")} == set()
+
+
+def test_no_default_command_is_fatal(sandbox):
+    sandbox.add_jovyan()
+    nbinit = str(VENV / "bin" / "nbinit")
+    result = sandbox.run([nbinit, "start"], env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    assert [line.split("nbinit: ", 1)[1] for line in result.lines("FATAL")] == [
+        "none of start-singleuser.sh, start-singleuser.py, jupyterhub-singleuser is on PATH: "
+        "install jupyterhub in the image (pip install jupyterhub) or pass the command after "
+        "`--`; run `nbinit check` when building the image"
+    ]
+
+
+def test_account_helpers_are_not_importing_network_libraries():
+    """`nbinit start` with the user step alone never imports requests or git."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nbinit.accounts, nbinit.steps.user, nbinit.launch;"
+        "print(sorted(m for m in ('requests','git') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,11 +1,199 @@
-"""Step `repos`: clone and update the admin's and the user's git repos."""
+"""Step `repos`: clone and update the admin's and the user's git repos, as the user.
+
+The admin's repos come from the `repos` section, the user's from `~/.nbinit.yaml` (read as
+the user, checked against `git.allowed_hosts`). All git work happens in a worker that runs
+as the user (nbinit.gitsync); this step waits for it only until the spawn deadline leaves
+room for the rest, and whatever is unfinished then goes on in the background.
+"""
 
 from __future__ import annotations
 
-from nbinit.context import Context, StepResult, skipped
+import os
+import time
+from dataclasses import asdict
+from typing import Any, Optional
+
+from nbinit import config, gitsync, privilege
+from nbinit.context import Context, StepResult, degraded, ok, skipped
+from nbinit.errors import NbinitError
+
+DOTFILE = ".nbinit.yaml"
+# Left for the steps after this one (gpu, hooks) and the exec, out of the deadline.
+RESERVE_SECONDS = 5.0
+RESERVE_SHARE = 0.25
+
+
+def policy_for(ctx: Context) -> tuple[gitsync.Policy, dict[str, str]]:
+    """The admin's git policy, and the extra environment for the worker (the token)."""
+    settings = ctx.section("git") or {}
+    policy = gitsync.Policy.from_section(settings)
+    extra: dict[str, str] = {}
+    token_env = settings.get("token_env", "")
+    token = ctx.env.get(token_env, "") if token_env else ""
+    if token:
+        ctx.log.add_secret(token)
+        hosts = set(policy.allowed_hosts)
+        for item in ctx.section("repos") or []:
+            scheme, host, _, _ = gitsync._parse(str(item.get("url", "")))
+            if scheme == "https" and host:
+                hosts.add(host)
+        policy = gitsync.Policy(**{**policy.as_dict(), "token_hosts": tuple(sorted(hosts))})
+        extra["NBINIT_GIT_TOKEN"] = token
+        if settings.get("token_username"):
+            extra["NBINIT_GIT_USERNAME"] = str(settings["token_username"])
+    return policy, extra
+
+
+def read_dotfile(ctx: Context, home: str) -> tuple[list[dict[str, Any]], str]:
+    """The user's repos from ~/.nbinit.yaml, read with the user's rights, never root's."""
+    path = os.path.join(home, DOTFILE)
+    timeout = max(1.0, ctx.deadline.cap(3.0))
+    data = privilege.read_file_as_user(
+        ctx.user, path, limit=config.MAX_CONFIG_BYTES, timeout=timeout
+    )
+    if data is None:
+        return [], path
+    repos, warnings = config.parse_dotfile(data, f"~/{DOTFILE}")
+    for warning in warnings:
+        ctx.log.warning(warning)
+    return repos, path
+
+
+def collect(ctx: Context, policy: gitsync.Policy, home: str) -> tuple[list[gitsync.RepoPlan], int]:
+    """Every repo that passes the policy, admin's first; each refusal is one WARNING line."""
+    items: list[tuple[str, str, dict[str, Any]]] = [
+        ("admin", f"repos.{i}", item) for i, item in enumerate(ctx.section("repos") or [])
+    ]
+    try:
+        user_items, _ = read_dotfile(ctx, home)
+    except NbinitError as exc:
+        ctx.log.warning(f"your repos are skipped: {exc}")
+        user_items = []
+    items += [("user", f"~/{DOTFILE} repos.{i}", item) for i, item in enumerate(user_items)]
+    plans: list[gitsync.RepoPlan] = []
+    refused = 0
+    taken: dict[str, str] = {}
+    for declared_by, where, item in items:
+        try:
+            plan = gitsync.plan_repo(item, home, policy, declared_by)
+        except NbinitError as exc:
+            ctx.log.warning(f"{where}: refused: {exc}")
+            refused += 1
+            continue
+        if plan.dest in taken:
+            ctx.log.warning(
+                f"{where}: refused: dest {plan.dest} is already used by {taken[plan.dest]}"
+            )
+            refused += 1
+            continue
+        taken[plan.dest] = where
+        plans.append(plan)
+    return plans, refused
+
+
+def _log_outcome(ctx: Context, event: dict[str, Any]) -> None:
+    ctx.log.emit(event.get("level", "INFO"), event.get("message", ""))
 
 
 def run(ctx: Context) -> StepResult:
-    if not ctx.section("repos"):
+    if ctx.user is None:
+        return skipped("repos", "no notebook user to run git as (root never runs git)")
+    home = ctx.user.home
+    if not os.path.isdir(home):
+        return skipped("repos", f"home {home} does not exist")
+    policy, extra = policy_for(ctx)
+    plans, refused = collect(ctx, policy, home)
+    if not plans:
+        if refused:
+            return degraded("repos", f"{refused} repo(s) refused, none to sync")
         return skipped("repos", "no repos configured")
-    return skipped("repos", "repo sync is not available in this version")
+    env = {**ctx.env, **extra}
+    try:
+        worker = gitsync.start_worker(ctx.user, plans, policy, env, dry_run=ctx.dry_run)
+    except (OSError, NbinitError) as exc:
+        ctx.log.warning(f"cannot start the git worker as {ctx.user.name}: {exc}")
+        return degraded("repos", "git worker did not start")
+    reserve = min(RESERVE_SECONDS, RESERVE_SHARE * ctx.deadline.seconds)
+    until = time.monotonic() + max(0.0, ctx.deadline.remaining() - reserve)
+    done, problems = _follow(ctx, worker, until)
+    progress = gitsync.progress_path(home)
+    details: dict[str, Any] = {"progress_file": progress, "repos": done, "refused": refused}
+    waiting = [p.dest for p in plans if p.dest not in {d["dest"] for d in done}]
+    if waiting and not worker.finished:
+        details["background"] = waiting
+        ctx.log.info(
+            f"{len(waiting)} repo(s) still syncing, continuing in the background as "
+            f"{ctx.user.name} after the server starts (progress: {progress})"
+        )
+        ctx.background.append(worker.hand_over)
+        reason = f"{len(done)} synced, {len(waiting)} continue in the background"
+        return (
+            ok("repos", reason, **details)
+            if not (problems or refused)
+            else degraded("repos", reason, **details)
+        )
+    if waiting:
+        ctx.log.warning(f"the git worker ended early: {len(waiting)} repo(s) not synced")
+        problems += len(waiting)
+    if problems or refused:
+        return degraded("repos", f"{problems + refused} repo problem(s)", **details)
+    return ok("repos", f"{len(done)} repo(s) in sync", **details)
+
+
+def _follow(ctx: Context, worker: gitsync.Worker, until: Optional[float]) -> tuple[list[Any], int]:
+    """Log each repo's outcome as the worker reports it, until it ends or `until` passes."""
+    done: list[dict[str, Any]] = []
+    problems = 0
+    for event in worker.events(until):
+        kind = event.get("event")
+        if kind == "repo":
+            _log_outcome(ctx, event)
+            done.append({k: event.get(k) for k in ("dest", "outcome", "message")})
+            problems += event.get("level") != "INFO"
+        elif kind == "error":
+            ctx.log.warning(f"git worker: {event.get('message', '')}")
+            problems += 1
+    return done, problems
+
+
+def sync_now(ctx: Context, dry_run: bool) -> int:
+    """`nbinit repos sync`: every repo now, waiting for all, git's progress on stderr."""
+    from nbinit.errors import EXIT_DEGRADED, EXIT_FATAL, EXIT_OK
+
+    if ctx.user is None:
+        ctx.log.error("no notebook user to run git as: run `nbinit repos sync` as that user")
+        return EXIT_FATAL
+    home = ctx.user.home
+    policy, extra = policy_for(ctx)
+    plans, refused = collect(ctx, policy, home)
+    if not plans:
+        ctx.log.info("no repos to sync" + (f" ({refused} refused)" if refused else ""))
+        return EXIT_DEGRADED if refused else EXIT_OK
+    env = {**ctx.env, **extra}
+    problems = 0
+    if privilege.switches_user(ctx.user):
+        worker = gitsync.start_worker(ctx.user, plans, policy, env, dry_run=dry_run, terminal=True)
+        done, problems = _follow(ctx, worker, None)
+        problems += len(plans) - len(done)
+    else:
+
+        def report(outcome: gitsync.Outcome) -> None:
+            nonlocal problems
+            _log_outcome(ctx, asdict(outcome))
+            problems += outcome.level != "INFO"
+
+        try:
+            gitsync.sync_all(
+                plans,
+                policy,
+                home,
+                env,
+                report,
+                dry_run=dry_run,
+                terminal=True,
+                progress_file=gitsync.progress_path(home),
+            )
+        except NbinitError as exc:
+            ctx.log.error(str(exc))
+            return EXIT_FATAL
+    return EXIT_DEGRADED if problems or refused else EXIT_OK

@@ -1,0 +1,347 @@
+"""Build the one-file nbinit (a zipapp) and the tree an image author copies with one line.
+
+    python3 -m nbinit.bundle -o build/nbinit.pyz        # the zipapp alone
+    python3 -m nbinit.bundle --tree build/nbinit-root   # then in a Dockerfile:
+                                                        #   COPY build/nbinit-root/ /
+
+The zipapp holds nbinit and the pure-Python code of its dependencies, taken from pinned,
+hash-checked wheels, so it runs on an image's own python3 (3.9 or newer) with nothing
+installed; psutil is used only when the image has it. The same inputs give the same bytes:
+entries are sorted, timestamps, permissions and compression are fixed, compiled modules
+(`.so`) and tests are left out, and each dependency's licence files go in `licenses/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Optional
+
+# (project, version, top-level packages, sha256 of the wheel). The versions are the newest
+# that still install on Python 3.9 (requests 2.33, urllib3 2.7 and PyYAML 6.0.4 need 3.10).
+# PyYAML has no pure wheel: its manylinux wheel is used and the C extension left out.
+PINS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    (
+        "certifi",
+        "2026.10.19.post1",
+        ("certifi",),
+        "1324c476b4811eff41a8bc2122cd0bbd4d9c7234c725446d99ab1612b3a7fdd2",
+    ),
+    (
+        "charset-normalizer",
+        "3.5.3",
+        ("charset_normalizer",),
+        "96e268b0cbda016ac519513294fcd17032264085b600abaac58b93049477e132",
+    ),
+    (
+        "gitdb",
+        "4.0.12",
+        ("gitdb",),
+        "67073e15955400952c6565cc3e707c554a4eea2e428946f7a4c162fab9bd9bcf",
+    ),
+    (
+        "GitPython",
+        "3.2.1",
+        ("git",),
+        "d66b0832aa8755c1a84892937282df0befb16c97e5a64aeebd68be9c5e323f53",
+    ),
+    (
+        "idna",
+        "3.20",
+        ("idna",),
+        "ab7ae7122974553370f0bdb919e1a960b2cd1bc1ef0276416d896db81c14582c",
+    ),
+    (
+        "PyYAML",
+        "6.0.3",
+        ("yaml",),
+        "0150219816b6a1fa26fb4699fb7daa9caf09eb1999f3b70fb6e786805e80375a",
+    ),
+    (
+        "requests",
+        "2.32.5",
+        ("requests",),
+        "2462f94637a34fd532264295e186976db0f5d453d1cdd31473c85a6a161affb6",
+    ),
+    (
+        "smmap",
+        "5.0.3",
+        ("smmap",),
+        "c106e05d5a61449cf6ba9a1e650227ecfb141590d2a98412103ff35d89fc7b2f",
+    ),
+    (
+        "urllib3",
+        "2.6.3",
+        ("urllib3",),
+        "bf272323e553dfb2e87d9bfd225ca7b0f467b919d7bbd355436d3fd37cb0acd4",
+    ),
+)
+
+# Non-Python files the code reads at run time; everything else that is not .py stays out.
+DATA_FILES = ("certifi/cacert.pem",)
+LICENSE_WORDS = ("LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS")
+
+# 1980-01-01 is the earliest time a zip entry can carry; a fixed one makes builds identical.
+FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+FIXED_MTIME = 315532800  # the same instant, for the files of the tree
+COMPRESS_LEVEL = 9
+
+SHEBANG = b"#!/usr/bin/env python3\n"
+MAIN = """\
+# nbinit as one file: this archive is sys.path[0], so its packages come before the image's.
+import sys
+
+if sys.version_info < (3, 9):
+    found = "%d.%d" % sys.version_info[:2]
+    sys.stderr.write("nbinit: error: needs Python 3.9 or newer, this is " + found + "\\n")
+    sys.exit(1)
+
+from nbinit.cli import main
+
+sys.exit(main())
+"""
+
+# Where each file of the tree goes (relative to the image's /), what it is, and its mode.
+# One tree for every image: a hook directory that an image does not use is simply inert.
+ZIPAPP = "<zipapp>"
+TREE: tuple[tuple[str, str, int], ...] = (
+    ("usr/local/bin/nbinit", ZIPAPP, 0o755),
+    ("usr/local/bin/nbinit-entrypoint", "nbinit-entrypoint", 0o755),
+    # docker-stacks: start.sh sources these (as root, before its own user switch).
+    ("usr/local/bin/start-notebook.d/zz-nbinit.sh", "docker-stacks-hook.sh", 0o644),
+    ("usr/local/bin/before-notebook.d/zz-nbinit.sh", "docker-stacks-hook.sh", 0o644),
+    # NGC: nvidia_entrypoint.sh sources entrypoint.d/*.sh in order; ours runs last.
+    ("opt/nvidia/entrypoint.d/zz-nbinit.sh", "nvidia-entrypoint-part.sh", 0o644),
+)
+
+DEFAULT_WHEELS = Path("build/bundle-wheels")
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout, for entrypoints/
+
+
+class BundleError(Exception):
+    """A build problem with its fix, printed as one line."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    data: bytes
+
+
+def self_command() -> list[str]:
+    """The argv that runs this same nbinit again: the zipapp when running from one."""
+    import nbinit
+
+    archive = getattr(getattr(nbinit, "__spec__", None) and nbinit.__spec__.loader, "archive", "")
+    if archive:
+        return [sys.executable, archive]
+    return [sys.executable, "-m", "nbinit"]
+
+
+def wheel_name(project: str, version: str) -> str:
+    return f"{project.replace('-', '_').lower()}-{version}-"
+
+
+def find_wheel(wheels: Path, project: str, version: str, sha256: str) -> Optional[Path]:
+    """The pinned wheel in the directory, if its bytes match the pin."""
+    prefix = wheel_name(project, version)
+    for path in sorted(wheels.glob("*.whl")):
+        if path.name.lower().startswith(prefix) and _sha256(path.read_bytes()) == sha256:
+            return path
+    return None
+
+
+def fetch_wheels(wheels: Path) -> None:
+    """Download the pinned wheels with pip (hash-checked); needs a package index once."""
+    wheels.mkdir(parents=True, exist_ok=True)
+    requirements = wheels / "requirements.txt"
+    requirements.write_text(
+        "".join(f"{p}=={v} --hash=sha256:{h}\n" for p, v, _, h in PINS), encoding="utf-8"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--require-hashes",
+        "--only-binary=:all:",
+        # The target, not this machine: pure wheels, or PyYAML's cp39 one for its .py files.
+        "--python-version=3.9",
+        "--implementation=cp",
+        "--abi=cp39",
+        "--platform=manylinux2014_x86_64",
+        "--dest",
+        str(wheels),
+        "--requirement",
+        str(requirements),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise BundleError(
+            f"cannot download the pinned wheels into {wheels}: {last}: "
+            "reach a package index once, or copy the wheels there by hand"
+        )
+
+
+def wheel_entries(path: Path, packages: tuple[str, ...], project: str) -> list[Entry]:
+    """The .py files (and needed data) of the packages, plus the licence files, from a wheel."""
+    entries = []
+    with zipfile.ZipFile(path) as wheel:
+        for name in wheel.namelist():
+            parts = PurePosixPath(name).parts
+            if not parts or name.endswith("/"):
+                continue
+            if parts[0].endswith(".dist-info"):
+                if any(word in parts[-1].upper() for word in LICENSE_WORDS):
+                    entries.append(Entry(f"licenses/{project}/{parts[-1]}", wheel.read(name)))
+                continue
+            if parts[0] not in packages or "test" in parts or "tests" in parts:
+                continue
+            if name.endswith(".py") or name in DATA_FILES:
+                entries.append(Entry(name, wheel.read(name)))
+    return entries
+
+
+def nbinit_entries() -> list[Entry]:
+    package = Path(__file__).resolve().parent
+    return [
+        Entry(f"nbinit/{path.relative_to(package).as_posix()}", path.read_bytes())
+        for path in sorted(package.rglob("*.py"))
+        if "__pycache__" not in path.parts
+    ]
+
+
+def collect(wheels: Path) -> list[Entry]:
+    """Every entry of the zipapp, sorted by name; fetches the wheels when any is missing."""
+    found = [find_wheel(wheels, p, v, h) for p, v, _, h in PINS]
+    if None in found:
+        fetch_wheels(wheels)
+        found = [find_wheel(wheels, p, v, h) for p, v, _, h in PINS]
+    entries = [Entry("__main__.py", MAIN.encode())]
+    manifest = ["nbinit and the pure-Python code of these projects (licences beside this file):"]
+    for (project, version, packages, sha256), path in zip(PINS, found):
+        if path is None:
+            raise BundleError(
+                f"{wheels}: no {project} {version} wheel with sha256 {sha256[:16]}...: "
+                "delete the directory and build again to download it"
+            )
+        entries += wheel_entries(path, packages, project)
+        manifest.append(f"{project}=={version} ({path.name}, sha256 {sha256})")
+    entries += nbinit_entries()
+    entries.append(Entry("licenses/MANIFEST.txt", ("\n".join(manifest) + "\n").encode()))
+    names = [e.name for e in entries]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise BundleError(f"two packages ship the same files: {', '.join(duplicates[:3])}")
+    return sorted(entries, key=lambda e: e.name)
+
+
+def zipapp_bytes(entries: list[Entry]) -> bytes:
+    """Shebang + a zip whose every header is fixed: the same entries give the same bytes."""
+    buffer = io.BytesIO()
+    buffer.write(SHEBANG)
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for entry in entries:
+            info = zipfile.ZipInfo(entry.name, date_time=FIXED_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # unix, so the mode below is honoured
+            info.external_attr = (0o100644 & 0xFFFF) << 16
+            archive.writestr(info, entry.data, compresslevel=COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def build_zipapp(wheels: Path = DEFAULT_WHEELS) -> bytes:
+    return zipapp_bytes(collect(wheels))
+
+
+def write_file(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, mode)
+    os.utime(tmp, (FIXED_MTIME, FIXED_MTIME))
+    os.replace(tmp, path)
+
+
+def write_tree(root: Path, zipapp: bytes, shims: Path = SOURCE_ROOT / "entrypoints") -> list[Path]:
+    """Lay out the tree that `COPY ROOT/ /` brings into an image; returns the files written."""
+    written = []
+    for relative, source, mode in TREE:
+        if source == ZIPAPP:
+            data = zipapp
+        else:
+            try:
+                data = (shims / source).read_bytes()
+            except OSError as exc:
+                raise BundleError(
+                    f"cannot read the shim {shims / source}: {exc.strerror}: "
+                    "build the tree from a checkout of nbinit"
+                ) from None
+        target = root / relative
+        write_file(target, data, mode)
+        written.append(target)
+    # Directories too: the same modes and times on every build (COPY copies them as they are).
+    for directory in sorted({p for f in written for p in f.relative_to(root).parents}):
+        path = root / directory
+        os.chmod(path, 0o755)  # noqa: S103 - image directories: root-owned, world-readable
+        os.utime(path, (FIXED_MTIME, FIXED_MTIME))
+    return written
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m nbinit.bundle",
+        description="Build nbinit as one executable file, and the tree one COPY line brings in.",
+    )
+    parser.add_argument("-o", "--output", type=Path, help="write the zipapp here")
+    parser.add_argument(
+        "--tree", type=Path, help="lay out DIR for `COPY DIR/ /` (zipapp and shims)"
+    )
+    parser.add_argument(
+        "--wheels",
+        type=Path,
+        default=DEFAULT_WHEELS,
+        help=f"pinned dependency wheels (default {DEFAULT_WHEELS}; downloaded when missing)",
+    )
+    parser.add_argument(
+        "--fetch-only", action="store_true", help="download the pinned wheels and stop"
+    )
+    args = parser.parse_args(argv)
+    if not (args.output or args.tree or args.fetch_only):
+        parser.error("give -o FILE, --tree DIR or --fetch-only")
+    try:
+        if args.fetch_only:
+            if any(find_wheel(args.wheels, p, v, h) is None for p, v, _, h in PINS):
+                fetch_wheels(args.wheels)
+            return 0
+        data = build_zipapp(args.wheels)
+        digest = _sha256(data)
+        if args.output:
+            write_file(args.output, data, 0o755)
+            print(f"{args.output}: {len(data)} bytes, sha256 {digest}")
+        if args.tree:
+            for path in write_tree(args.tree, data):
+                print(f"{path}")
+    except BundleError as exc:
+        sys.stderr.write(f"nbinit.bundle: error: {exc}\n")
+        return 1
+    return 0
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

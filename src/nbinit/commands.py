@@ -9,7 +9,7 @@ from typing import Optional
 
 from nbinit import pipeline, status
 from nbinit.context import Context, Deadline
-from nbinit.errors import EXIT_DEGRADED, EXIT_FATAL, EXIT_OK, EXIT_USAGE, NbinitError
+from nbinit.errors import EXIT_DEGRADED, EXIT_FATAL, EXIT_OK, NbinitError
 from nbinit.log import Log
 
 DEFAULT_DEADLINE = 20.0
@@ -159,8 +159,15 @@ def config_show() -> int:
 
 
 def repos_sync(dry_run: bool) -> int:
-    sys.stderr.write("nbinit: error: repos sync is not available in this version\n")
-    return EXIT_USAGE
+    """`nbinit repos sync`: config and user as at start, then every repo now, in the terminal."""
+    from nbinit.steps import repos
+
+    ctx = make_context("repos-sync")
+    ctx.status_path = ""  # the start's status file stays the start's
+    ctx.dry_run = dry_run
+    if not pipeline.run_steps(ctx, ("config", "user")):
+        return EXIT_FATAL
+    return repos.sync_now(ctx, dry_run)
 
 
 def gpu_report(as_json: bool) -> int:

@@ -132,6 +132,67 @@ def kill_children() -> None:
     with _children_lock:
         for process in list(_children):
             _kill_group(process)
+        for pgid in list(_detached):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGTERM)  # the git worker stops its own git groups
+
+
+# Process groups of detached user workers still owned by this run (killed on SIGTERM
+# before exec; forgotten once handed over to run on after exec).
+_detached: set[int] = set()
+
+
+def spawn_detached_as_user(
+    identity: Optional[Identity],
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: str = "/",
+    umask: int = 0o022,
+    stdin_data: bytes = b"",
+) -> tuple[int, int]:
+    """Start argv as the user, detached; returns (its process group, fd of its stdout).
+
+    A double fork: the middle process exits at once, so the worker is not our child and,
+    after nbinit has exec'd the server, is reaped by PID 1 (tini), never left a zombie of
+    the server. stdin_data is written to its stdin (keep it under the 64 KiB pipe buffer).
+    """
+    if _terminating.is_set():
+        raise Terminated()
+    user = group = extra_groups = None
+    if identity is not None and switches_user(identity):
+        user, group, extra_groups = identity.uid, identity.gid, groups_for(identity)
+    launcher = "import os,sys\nif os.fork(): os._exit(0)\nos.execv(sys.argv[1], sys.argv[1:])"
+    read_out, write_out = os.pipe()
+    read_in, write_in = os.pipe()
+    try:
+        middle = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-I", "-S", "-c", launcher, *argv],
+            stdin=read_in,
+            stdout=write_out,
+            env=env,
+            cwd=cwd,
+            umask=umask,
+            start_new_session=True,
+            user=user,
+            group=group,
+            extra_groups=extra_groups,
+        )
+    finally:
+        os.close(read_in)
+        os.close(write_out)
+    with _children_lock:
+        _detached.add(middle.pid)
+    middle.wait(timeout=10)
+    with os.fdopen(write_in, "wb") as handle, contextlib.suppress(BrokenPipeError):
+        handle.write(stdin_data)
+    return middle.pid, read_out
+
+
+def forget_detached(pgid: int) -> None:
+    """The worker ended, or goes on after exec: a later SIGTERM must not kill it."""
+    with _children_lock:
+        _detached.discard(pgid)
 
 
 def drop_privileges(identity: Identity) -> None:

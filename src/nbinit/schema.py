@@ -92,6 +92,17 @@ GIT: dict[str, Any] = {
         "timeout": {"type": "number", "minimum": 1, "default": 60},
         "workers": {"type": "integer", "minimum": 1, "maximum": 32, "default": 4},
         "min_free_mb": {"type": "integer", "minimum": 0, "default": 500},
+        "credential_helper": {
+            "type": "string",
+            "description": "A git credential helper for every sync, e.g. `store --file=/etc/...`.",
+        },
+        "token_env": {
+            "type": "string",
+            "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+            "description": "Name of an environment variable holding an https token, offered "
+            "only to allowed_hosts and the admin repos' hosts (never put in a URL).",
+        },
+        "token_username": {"type": "string", "minLength": 1, "default": "x-access-token"},
     },
     "additionalProperties": False,
 }

@@ -1,0 +1,178 @@
+"""The zipapp: same input, same bytes; only pure-Python code that parses as 3.9; licences in."""
+
+from __future__ import annotations
+
+import ast
+import io
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from nbinit import bundle
+
+PROJECT = Path(__file__).resolve().parents[2]
+WHEELS = PROJECT / bundle.DEFAULT_WHEELS
+SIZE_BUDGET = 1_500_000  # bytes; today about 0.8 MB. A jump means something big slipped in.
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bundle") / "nbinit.pyz"
+    assert bundle.main(["-o", str(path), "--wheels", str(WHEELS)]) == 0
+    return path
+
+
+def entries(path: Path) -> list[zipfile.ZipInfo]:
+    return zipfile.ZipFile(io.BytesIO(path.read_bytes())).infolist()
+
+
+def test_two_builds_give_the_same_bytes(built, tmp_path):
+    again = tmp_path / "again.pyz"
+    assert bundle.main(["-o", str(again), "--wheels", str(WHEELS)]) == 0
+    assert again.read_bytes() == built.read_bytes()
+
+
+def test_headers_are_fixed_and_entries_sorted(built):
+    infos = entries(built)
+    assert [i.filename for i in infos] == sorted(i.filename for i in infos)
+    assert {i.date_time for i in infos} == {bundle.FIXED_DATE}
+    assert {i.external_attr >> 16 for i in infos} == {0o100644}
+    assert built.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    assert built.stat().st_mode & 0o777 == 0o755
+    assert built.stat().st_size < SIZE_BUDGET
+
+
+def test_holds_every_dependency_and_its_licence(built):
+    names = {i.filename for i in entries(built)}
+    for package in ("nbinit", "requests", "urllib3", "idna", "charset_normalizer", "certifi"):
+        assert f"{package}/__init__.py" in names
+    for package in ("git", "gitdb", "smmap", "yaml"):
+        assert f"{package}/__init__.py" in names
+    assert "certifi/cacert.pem" in names
+    assert "__main__.py" in names
+    for project, _, _, _ in bundle.PINS:
+        assert any(n.startswith(f"licenses/{project}/") for n in names), project
+    assert "licenses/MANIFEST.txt" in names
+
+
+@pytest.mark.parametrize(
+    "unwanted",
+    [
+        pytest.param(lambda n: n.endswith((".so", ".pyd")), id="compiled-extensions"),
+        pytest.param(lambda n: n.startswith("_yaml/"), id="libyaml-shim"),
+        pytest.param(lambda n: "/test/" in n or "/tests/" in n, id="test-suites"),
+        pytest.param(lambda n: "__pycache__" in n or n.endswith(".pyc"), id="bytecode"),
+        pytest.param(lambda n: n.startswith("psutil/"), id="psutil"),
+    ],
+)
+def test_leaves_out(built, unwanted):
+    assert [i.filename for i in entries(built) if unwanted(i.filename)] == []
+
+
+def test_every_module_parses_as_python_3_9(built):
+    archive = zipfile.ZipFile(io.BytesIO(built.read_bytes()))
+    for name in archive.namelist():
+        if name.endswith(".py"):
+            ast.parse(archive.read(name), filename=name, feature_version=(3, 9))
+
+
+def test_pins_allow_python_3_9():
+    """Each pinned wheel's Requires-Python admits 3.9 (requests 2.33+ would not)."""
+    from packaging.specifiers import SpecifierSet
+
+    for project, version, _, sha256 in bundle.PINS:
+        wheel = bundle.find_wheel(WHEELS, project, version, sha256)
+        assert wheel is not None, project
+        with zipfile.ZipFile(wheel) as archive:
+            metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+            text = archive.read(metadata).decode()
+        requires = [
+            ln.split(":", 1)[1].strip()
+            for ln in text.splitlines()
+            if ln.startswith("Requires-Python:")
+        ]
+        assert not requires or "3.9" in SpecifierSet(requires[0]), (project, requires)
+
+
+def test_runs_on_isolated_system_python(built, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("version: 1\n")
+    for flags in (["-I", "-S"], ["-I"]):
+        result = subprocess.run(
+            ["/usr/bin/python3", *flags, str(built), "config", "validate", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"{config}: valid\n"
+
+
+def test_its_own_packages_win_over_the_image_site_packages(built, tmp_path):
+    """Debian's python has PyYAML in dist-packages; the zipapp's copy is the one imported."""
+    config = tmp_path / "config.yaml"
+    config.write_text("version: 1\n")
+    result = subprocess.run(
+        ["/usr/bin/python3", "-v", str(built), "config", "validate", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = [ln for ln in result.stderr.splitlines() if ln.startswith("import 'yaml")]
+    assert loaded and all(f'zipimporter object "{built}/' in ln for ln in loaded), loaded
+
+
+def test_self_command_names_the_zipapp(built):
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from nbinit import bundle; print(bundle.self_command()[1:])"
+    )
+    result = subprocess.run(
+        ["/usr/bin/python3", "-I", "-S", "-c", code, str(built)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == repr([str(built)])
+    assert bundle.self_command() == [sys.executable, "-m", "nbinit"]
+
+
+def test_tree_is_the_zipapp_and_the_shims_with_fixed_modes(built, tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for root in (first, second):
+        bundle.write_tree(root, built.read_bytes())
+    listing = {
+        str(p.relative_to(first)): (p.stat().st_mode & 0o7777, int(p.stat().st_mtime))
+        for p in sorted(first.rglob("*"))
+    }
+    assert listing == {
+        str(p.relative_to(second)): (p.stat().st_mode & 0o7777, int(p.stat().st_mtime))
+        for p in sorted(second.rglob("*"))
+    }
+    assert (first / "usr/local/bin/nbinit").read_bytes() == built.read_bytes()
+    assert listing["usr/local/bin/nbinit"][0] == 0o755
+    assert listing["usr/local/bin/nbinit-entrypoint"][0] == 0o755
+    assert listing["usr/local/bin/start-notebook.d/zz-nbinit.sh"][0] == 0o644
+    assert listing["opt/nvidia/entrypoint.d/zz-nbinit.sh"][0] == 0o644
+    assert {mode for mode, _ in listing.values() if mode not in (0o644, 0o755)} == set()
+    assert {mtime for _, mtime in listing.values()} == {bundle.FIXED_MTIME}
+
+
+def test_usage_without_an_output(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bundle.main([])
+    assert exit_info.value.code == 2
+    assert "give -o FILE, --tree DIR or --fetch-only" in capsys.readouterr().err
+
+
+def test_a_wheel_that_does_not_match_its_pin_is_not_used(tmp_path):
+    project, version, _, sha256 = bundle.PINS[0]
+    good = bundle.find_wheel(WHEELS, project, version, sha256)
+    assert good is not None
+    tampered = tmp_path / good.name
+    tampered.write_bytes(good.read_bytes() + b"\0")
+    assert bundle.find_wheel(tmp_path, project, version, sha256) is None

@@ -36,3 +36,7 @@ if [ ! -x node_modules/.bin/configurable-http-proxy ] && command -v npm >/dev/nu
   npm install --no-audit --no-fund --silent --prefix . configurable-http-proxy@4 >/dev/null 2>&1 \
     || echo "setup: npm install configurable-http-proxy failed; the e2e test will skip" >&2
 fi
+
+# The pinned, hash-checked wheels the one-file nbinit is built from (python3 -m nbinit.bundle);
+# downloaded once, then the bundle and delivery tests build offline.
+.venv/bin/python -m nbinit.bundle --fetch-only --wheels build/bundle-wheels

@@ -182,17 +182,19 @@ def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
 def check_url(url: str, policy: Policy, user_declared: bool) -> None:
     """Refuse a URL outside the policy, with one line that never echoes a secret."""
     fix = "see the README's Repos section for what is allowed"
-    if not url or any(ord(c) < 32 or c.isspace() for c in url):
-        raise NbinitError("url is empty or contains spaces or control characters", fix)
+    if not url:
+        raise NbinitError("url is empty", fix)
     shown = shown_url(url)
     if url.startswith("-"):
-        raise NbinitError(f"url {shown!r} starts with '-' (an option, not a URL)", fix)
+        raise NbinitError(f"url {shown[:60]!r} starts with '-' (an option, not a URL)", fix)
     transport = _TRANSPORT.match(url)
     if transport:
         raise NbinitError(
             f"url {shown[:40]!r}: transport '{transport.group(1)}::' is never allowed",
             "use an https:// or ssh:// URL",
         )
+    if any(ord(c) < 32 or c.isspace() for c in url):
+        raise NbinitError("url contains spaces or control characters", fix)
     scheme, host, path, has_password = _parse(url)
     if has_password:
         raise NbinitError(
@@ -818,13 +820,16 @@ class RepoSync:
         if shallow:
             # A plain --depth fetch cuts the new tip off from what we have (no merge base);
             # deepening in bounded steps keeps the download small even after a force-push.
-            self.git.run([*common, f"--depth={max(self.plan.depth, 1)}", self.plan.url, refspec])
+            self.git.run(
+                [*common, f"--depth={max(self.plan.depth, 1)}", self.plan.url, refspec],
+                repo=self.path,
+            )
             for step in (50, 1000):
                 if not base or self.is_ancestor(base, sha):
                     return
-                self.git.run([*common, f"--deepen={step}", self.plan.url, refspec])
+                self.git.run([*common, f"--deepen={step}", self.plan.url, refspec], repo=self.path)
         else:
-            self.git.run([*common, self.plan.url, refspec])
+            self.git.run([*common, self.plan.url, refspec], repo=self.path)
 
     def update(self) -> Outcome:
         problem = self.check_existing()
@@ -861,7 +866,7 @@ class RepoSync:
         self.git.run(["update-ref", tracking, sha], repo=self.path)
         notes = []
         if committed:
-            notes.append("your changes were kept (auto-committed)")
+            notes.append("your changes kept and auto-committed")
         if renamed:
             notes.append(f"{len(renamed)} clashing file(s) renamed: " + ", ".join(renamed[:3]))
         if restored:

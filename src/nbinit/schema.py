@@ -40,8 +40,20 @@ USER: dict[str, Any] = {
     "type": "object",
     "description": "The user's own account, created when the marker directory exists.",
     "properties": {
-        "marker": {"type": "string", "minLength": 1, "default": "/s/{user}/jupyterhub"},
-        "home": {"type": "string", "minLength": 1, "default": "/home/{user}"},
+        "marker": {
+            "type": "string",
+            "minLength": 1,
+            "default": "/s/{user}/jupyterhub",
+            "description": "A real directory here (never a symlink) gives the user their own "
+            "account; {user} is JUPYTERHUB_USER.",
+        },
+        "home": {
+            "type": "string",
+            "minLength": 1,
+            "default": "/home/{user}",
+            "description": "The own account's home: created from the skeleton when absent, "
+            "kept when present.",
+        },
         "group": {
             "type": "string",
             "pattern": NAME_PATTERN,
@@ -51,10 +63,28 @@ USER: dict[str, Any] = {
             "type": "array",
             "items": {"type": "string", "pattern": NAME_PATTERN},
             "default": ["users"],
+            "description": "Supplementary groups of the own account (as jovyan is in users).",
         },
-        "default_user": {"type": "string", "pattern": NAME_PATTERN, "default": "jovyan"},
-        "uid_min": {"type": "integer", "minimum": 1, "maximum": 2147483647, "default": 1000},
-        "uid_max": {"type": "integer", "minimum": 1, "maximum": 2147483647, "default": 60000},
+        "default_user": {
+            "type": "string",
+            "pattern": NAME_PATTERN,
+            "default": "jovyan",
+            "description": "Who the server runs as without a marker (when nbinit is root).",
+        },
+        "uid_min": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 2147483647,
+            "default": 1000,
+            "description": "Lowest NB_UID/NB_GID accepted.",
+        },
+        "uid_max": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 2147483647,
+            "default": 60000,
+            "description": "Highest NB_UID/NB_GID accepted (65534, 65535 never are).",
+        },
         "on_uid_mismatch": {
             "enum": ["fail", "use_existing"],
             "default": "fail",
@@ -65,9 +95,18 @@ USER: dict[str, Any] = {
             "default": "fail",
             "description": "The UID belongs to another account: fail, or add a non-unique alias.",
         },
-        "chown_home": {"enum": ["top", "recursive", "never"], "default": "top"},
-        "skeleton": {"type": "string", "default": "/etc/skel"},
-        "shell": {"type": "string", "default": "/bin/bash"},
+        "chown_home": {
+            "enum": ["top", "recursive", "never"],
+            "default": "top",
+            "description": "An existing home with the wrong owner: fix its top directory, "
+            "everything in it (no symlinks, one file system, within the deadline), or nothing.",
+        },
+        "skeleton": {
+            "type": "string",
+            "default": "/etc/skel",
+            "description": "Copied into a new home (e.g. /home/jovyan); never moved.",
+        },
+        "shell": {"type": "string", "default": "/bin/bash", "description": "Login shell."},
         "secret_env": {
             "type": "array",
             "items": {"type": "string", "minLength": 1},

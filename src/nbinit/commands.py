@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -70,7 +71,13 @@ def start(command: Optional[list[str]]) -> int:
 
 
 def poststart() -> int:
-    return pipeline.poststart(make_context("poststart"))
+    """Always 0: a failing postStart hook restarts the container (CrashLoopBackOff)."""
+    try:
+        return pipeline.poststart(make_context("poststart"))
+    except BaseException as exc:  # even a bug before the pipeline must not fail the hook
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"nbinit: poststart: {type(exc).__name__}: {exc}\n")
+        return EXIT_OK
 
 
 def check(as_json: bool, hub_version: Optional[str]) -> int:

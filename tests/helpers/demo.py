@@ -39,11 +39,13 @@ def main() -> int:
             "NBINIT_CONFIG_URL": url,
         }
         print(f"demo: admin config served at {url}", file=sys.stderr)
-        print("demo: nbinit start -- sh -c 'id; pwd; cat /proc/1/comm' as PID 1", file=sys.stderr)
-        result = box.run(
-            ["nbinit", "start", "--", "sh", "-c", "id; pwd; echo PID 1 is $(cat /proc/1/comm)"],
-            env=env,
+        # alice is created beside jovyan (getent shows both), owns her new home, under tini.
+        show = (
+            "id; pwd; getent passwd jovyan alice; ls -ld /home/alice; "
+            "echo PID 1 is $(cat /proc/1/comm)"
         )
+        print(f"demo: nbinit start -- sh -c '{show}' as PID 1", file=sys.stderr)
+        result = box.run(["nbinit", "start", "--", "sh", "-c", show], env=env)
         sys.stderr.write(result.stderr)
         sys.stdout.write(result.stdout)
         server.shutdown()

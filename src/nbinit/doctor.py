@@ -47,14 +47,11 @@ def _which(name: str, env: dict[str, str]) -> Optional[str]:
 
 def _run(argv: list[str], env: dict[str, str], identity: Optional[Identity] = None) -> Any:
     """A program of the image, with a clean environment and a timeout; None if it hung."""
+    clean = privilege.clean_environment(identity, env)
+    # These choose which server jupyterhub-singleuser starts (and so what --version says).
+    clean.update({k: v for k, v in env.items() if k.startswith("JUPYTERHUB_SINGLEUSER_")})
     try:
-        return privilege.run_as_user(
-            identity,
-            argv,
-            env=privilege.clean_environment(identity, env),
-            timeout=PROGRAM_TIMEOUT,
-            cwd="/",
-        )
+        return privilege.run_as_user(identity, argv, env=clean, timeout=PROGRAM_TIMEOUT, cwd="/")
     except subprocess.TimeoutExpired:
         return None
 

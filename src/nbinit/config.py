@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import copy
-import difflib
+import functools
 import json
 import re
 from typing import Any, Optional
-
-import yaml
 
 from nbinit import schema
 from nbinit.errors import NbinitError
@@ -21,52 +19,58 @@ MAX_SHOWN_VALUE = 60  # never echo long raw values: a dotfile may be a link to a
 FIX_YAML = "fix the YAML syntax (yamllint or `nbinit config validate FILE` shows where)"
 
 
-class _StrictLoader(yaml.SafeLoader):
+@functools.cache
+def _strict_loader() -> Any:
     """SafeLoader with YAML 1.2-like scalars and duplicate keys refused.
 
     YAML 1.1 reads `01750` as octal 1000 and `no` as false; for uids and branch names that
     silently changes meaning, so such scalars stay strings and validation names them.
+    Built on first use: importing yaml costs tens of milliseconds that a start with no
+    config file to read should not pay.
     """
+    import yaml
 
+    class StrictLoader(yaml.SafeLoader):
+        pass
 
-_StrictLoader.yaml_implicit_resolvers = {
-    key: [
-        (tag, regexp)
-        for tag, regexp in resolvers
-        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
-    ]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
-)
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?$"),
-    list("-+0123456789"),
-)
+    dropped = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    StrictLoader.yaml_implicit_resolvers = {
+        key: [(tag, regexp) for tag, regexp in resolvers if tag not in dropped]
+        for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    StrictLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool",
+        re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+        list("tTfF"),
+    )
+    StrictLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
+    )
+    StrictLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?$"),
+        list("-+0123456789"),
+    )
 
+    def construct_mapping(loader: Any, node: Any) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return dict(loader.construct_mapping(node, deep=True))
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=True)
-
-
-_StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+    StrictLoader.add_constructor("tag:yaml.org,2002:map", construct_mapping)
+    return StrictLoader
 
 
 def parse_yaml(data: bytes, origin: str) -> Any:
     """YAML bytes to Python data, refusing what would hurt whoever walks the result."""
+    import yaml
+
     if len(data) > MAX_CONFIG_BYTES:
         raise NbinitError(
             f"{origin}: config is {len(data)} bytes, over the {MAX_CONFIG_BYTES} byte limit",
@@ -98,7 +102,7 @@ def parse_yaml(data: bytes, origin: str) -> Any:
                     )
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -210,6 +214,8 @@ def validate(value: Any, rules: dict[str, Any], path: str = "") -> tuple[list[st
                 errors += e
                 warnings += w
             else:
+                import difflib  # only when a key is unknown
+
                 guess = difflib.get_close_matches(str(key), list(properties), n=1)
                 hint = f" (did you mean {guess[0]!r}?)" if guess else ""
                 warnings.append(f"{key_path}: unknown key, ignored{hint}")

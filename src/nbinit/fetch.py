@@ -10,7 +10,6 @@ as `Authorization` to that origin; an optional sha256 pin; a few short, logged r
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import signal
@@ -100,11 +99,17 @@ def normalize_pin(sha256: Optional[str]) -> Optional[str]:
     return pin
 
 
+def sha256_hex(data: bytes) -> str:
+    import hashlib  # ~10 ms of OpenSSL setup that a start without a pin or fetch skips
+
+    return hashlib.sha256(data).hexdigest()
+
+
 def check_pin(body: bytes, pin: Optional[str], shown: str) -> None:
     """A pinned config that changed is treated exactly like a failed fetch."""
     if pin is None:
         return
-    digest = hashlib.sha256(body).hexdigest()
+    digest = sha256_hex(body)
     if digest != pin:
         raise NbinitError(
             f"{shown}: sha256 {digest[:16]}... does not match NBINIT_CONFIG_SHA256 {pin[:16]}...",
@@ -165,7 +170,7 @@ def fetch_config(
     check_pin(body, pin, shown)
     log.info(
         f"fetched {shown}: {len(body)} bytes in {time.monotonic() - started:.3f}s, "
-        f"sha256 {hashlib.sha256(body).hexdigest()[:16]}"
+        f"sha256 {sha256_hex(body)[:16]}"
     )
     return body, shown
 

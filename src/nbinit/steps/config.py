@@ -7,7 +7,6 @@ This step never fails: a start always gets a complete, validated config.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -68,7 +67,7 @@ def save_last_good(path: str, data: bytes, shown_url: str) -> None:
         os.chmod(directory, 0o700)
     meta = {
         "url": shown_url,
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": fetch.sha256_hex(data),
         "fetched": time.time(),
     }
     _write_private(path, data)
@@ -87,7 +86,7 @@ def load_last_good(
         if data is None or raw_meta is None:
             return None, "no last good copy"
         meta = json.loads(raw_meta)
-        digest = hashlib.sha256(data).hexdigest()
+        digest = fetch.sha256_hex(data)
         if meta.get("url") != shown_url:
             return None, "the last good copy came from another URL"
         if meta.get("sha256") != digest:

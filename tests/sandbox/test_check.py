@@ -328,3 +328,25 @@ def test_as_the_images_own_user(sandbox):
     found = rows(run)
     assert found["default user"]["detail"] == "jovyan (uid 1000, gid 100)"
     assert found["home writable"]["result"] == "PASS"
+
+
+def test_good_image_with_the_real_jupyterhub_singleuser(sandbox):
+    """The real jupyterhub-singleuser (jupyter_server 2, extension mode) from the venv."""
+    import jupyterhub
+
+    plain(sandbox)
+    sandbox.add_jovyan()
+    result = check(
+        sandbox,
+        "--json",
+        "--hub-version",
+        jupyterhub.__version__,
+        env={"PATH": f"{VENV_BIN}:{PLAIN_PATH}"},
+    )
+    assert result.returncode == 0, result.stdout
+    row = rows(result)["jupyterhub-singleuser"]
+    assert (row["result"], row["detail"]) == (
+        "PASS",
+        f"JupyterHub {jupyterhub.__version__} at {VENV_BIN}/jupyterhub-singleuser; "
+        f"hub {jupyterhub.__version__}: same version",
+    )

@@ -8,7 +8,6 @@ import os
 import select
 import signal
 import time
-import traceback
 from types import FrameType
 from typing import Callable, Optional
 
@@ -24,6 +23,13 @@ from nbinit.errors import (
 )
 
 Step = Callable[[Context], StepResult]
+
+
+def _traceback() -> str:
+    import traceback  # only after a bug: a clean start should not pay for the import
+
+    return traceback.format_exc()
+
 
 # A failure in a critical step stops the start: without a valid identity the server must
 # never run (and never as root). Every other step degrades and the server still starts.
@@ -61,7 +67,7 @@ def run_step(ctx: Context, name: str, step: Optional[Step] = None) -> StepResult
             f"step {name} crashed ({type(exc).__name__}: {exc}); "
             "this is a bug in nbinit, set NBINIT_DEBUG=1 for the traceback"
         )
-        ctx.log.debug(traceback.format_exc())
+        ctx.log.debug(_traceback())
         critical = name in CRITICAL and ctx.mode == "start"
         result = failed(name, f"internal error: {type(exc).__name__}", critical=critical)
     finally:
@@ -260,7 +266,7 @@ def _poststart_steps(ctx: Context, report_fd: int) -> None:
         ctx.log.error("poststart: terminated by signal; helpers stopped")
     except Exception as exc:
         ctx.log.error(f"poststart: {type(exc).__name__}: {exc}; this is a bug in nbinit")
-        ctx.log.debug(traceback.format_exc())
+        ctx.log.debug(_traceback())
     status.write_status(ctx, finished=True)
 
 

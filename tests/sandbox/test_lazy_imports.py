@@ -1,0 +1,49 @@
+"""`nbinit --version` and a start with nothing to fetch or clone never import requests or git.
+
+They cost tens of milliseconds at every pod start; `python -X importtime` lists every module
+a run imported (on stderr, before exec replaces the process).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.sandbox
+
+HEAVY = ("requests", "urllib3", "git")
+
+
+def imported(stderr: str) -> set[str]:
+    found = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)$", stderr, flags=re.M)
+    return {name.split(".")[0] for name in found}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["--version"], id="version"),
+        pytest.param(["start", "--", "true"], id="start-nothing-to-do"),
+    ],
+)
+def test_no_requests_or_git_import(sandbox, args):
+    sandbox.add_jovyan()
+    result = sandbox.run([sys.executable, "-X", "importtime", "-m", "nbinit", *args])
+    assert result.returncode == 0, result.stderr
+    modules = imported(result.stderr)
+    assert "nbinit" in modules
+    assert modules & set(HEAVY) == set()
+
+
+def test_a_fetch_does_import_requests(sandbox, http_server):
+    """The check above can fail: with a URL to fetch, requests shows up."""
+    server = http_server()
+    server.route(body=b"version: 1\n")
+    sandbox.add_jovyan()
+    result = sandbox.run(
+        [sys.executable, "-X", "importtime", "-m", "nbinit", "start", "--", "true"],
+        env={"NBINIT_CONFIG_URL": server.url()},
+    )
+    assert "requests" in imported(result.stderr)

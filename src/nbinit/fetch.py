@@ -4,7 +4,8 @@ The rules (research note R-HTTP-1..7): connect and read timeouts on every reques
 overall deadline enforced outside requests; a byte cap checked on Content-Length and counted
 while streaming; redirects only to the same scheme, host and port; the token only ever sent
 as `Authorization` to that origin; an optional sha256 pin; a few short, logged retries.
-`requests` is imported only when an http(s) URL is fetched.
+`requests` is imported only when an http(s) URL is fetched, and `urllib.parse` and
+`hashlib` only when used: each costs every pod start milliseconds.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Optional
-from urllib.parse import urljoin, urlsplit
 
 from nbinit import __version__
 from nbinit.errors import NbinitError
@@ -55,6 +55,8 @@ def safe_url(url: str) -> str:
 
     A file:// URL is shown as its path, and a plain path as it is.
     """
+    from urllib.parse import urlsplit
+
     if "://" not in url:
         return url
     try:
@@ -75,6 +77,8 @@ def safe_url(url: str) -> str:
 
 
 def _origin(url: str) -> tuple[str, str, int]:
+    from urllib.parse import urlsplit
+
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(scheme, 0)
@@ -131,6 +135,8 @@ def fetch_config(
 
     `timeout` is the whole budget, retries and redirects included.
     """
+    from urllib.parse import urlsplit
+
     pin = normalize_pin(sha256)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("", "file"):
@@ -335,6 +341,8 @@ def _fetch_once(
 def _next_location(
     response: requests.Response, current: str, first: tuple[str, str, int], shown: str
 ) -> str:
+    from urllib.parse import urljoin
+
     location = response.headers.get("Location", "")
     if not location:
         raise NbinitError(f"{shown}: redirect without a Location", FIX_SERVER)

@@ -190,7 +190,7 @@ def check_url(url: str, policy: Policy, user_declared: bool) -> None:
     transport = _TRANSPORT.match(url)
     if transport:
         raise NbinitError(
-            f"url {shown[:40]!r}: transport '{transport.group(1)}::' is never allowed",
+            f"url {shown[:60]!r}: transport '{transport.group(1)}::' is never allowed",
             "use an https:// or ssh:// URL",
         )
     if any(ord(c) < 32 or c.isspace() for c in url):
@@ -260,10 +260,12 @@ def check_dest(home: str, dest: str) -> str:
     return path
 
 
-def ensure_inside(home: str, path: str) -> None:
-    """path must resolve inside home; re-checked right before every write (symlinks move)."""
+def ensure_inside(home: str, path: str, parent: bool = False) -> None:
+    """path must resolve inside home (or be it, for a parent); re-checked before every write."""
     real_home = os.path.realpath(home)
     real = os.path.realpath(path)
+    if parent and real == real_home:
+        return
     if real == real_home or not real.startswith(real_home.rstrip("/") + "/"):
         raise NbinitError(
             f"dest {os.path.relpath(path, home)!r} resolves outside the home "
@@ -692,9 +694,9 @@ class RepoSync:
                 f"(git.min_free_mb {self.policy.min_free_mb}): new clone skipped",
                 "WARNING",
             )
-        ensure_inside(self.home, parent)
+        ensure_inside(self.home, parent, parent=True)
         os.makedirs(parent, exist_ok=True)
-        ensure_inside(self.home, parent)
+        ensure_inside(self.home, parent, parent=True)
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.nbinit-clone-", dir=parent)
         try:
             args = ["clone", "--no-recurse-submodules", "--single-branch"]
@@ -824,7 +826,7 @@ class RepoSync:
                 [*common, f"--depth={max(self.plan.depth, 1)}", self.plan.url, refspec],
                 repo=self.path,
             )
-            for step in (50, 1000):
+            for step in (4, 32, 256, 2048):
                 if not base or self.is_ancestor(base, sha):
                     return
                 self.git.run([*common, f"--deepen={step}", self.plan.url, refspec], repo=self.path)
@@ -919,7 +921,7 @@ class RepoSync:
                 while os.path.lexists(target):
                     target = f"{root}__{stamp}_{counter}{ext}"
                     counter += 1
-                ensure_inside(self.home, os.path.dirname(candidate))
+                ensure_inside(self.home, os.path.dirname(candidate), parent=True)
                 os.rename(candidate, target)
                 renamed.append(os.path.relpath(target, self.path))
                 break
@@ -1000,7 +1002,7 @@ class RepoSync:
         while os.path.lexists(backup):
             backup = f"{self.path}.backup-{stamp}-{counter}"
             counter += 1
-        ensure_inside(self.home, os.path.dirname(backup))
+        ensure_inside(self.home, os.path.dirname(backup), parent=True)
         self.check_lock()
         os.rename(self.path, backup)
         cloned = self.clone(replacing=True)

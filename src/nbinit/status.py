@@ -109,12 +109,32 @@ def read_status(env: dict[str, str]) -> tuple[Optional[str], Optional[dict[str, 
     for path in candidate_paths(env):
         try:
             with open(path) as handle:
-                return path, json.load(handle)
+                data = json.load(handle)
         except FileNotFoundError:
             continue
         except (OSError, ValueError):
             return path, None
+        if isinstance(data, dict):
+            attach_repos_progress(data)
+        return path, data
     return None, None
+
+
+def attach_repos_progress(data: dict[str, Any]) -> None:
+    """Repo sync that went on after exec writes its own progress file, as the user: show it."""
+    for step in data.get("steps", []):
+        details = step.get("details") or {}
+        path = details.get("progress_file") if step.get("name") == "repos" else ""
+        if not path:
+            continue
+        try:  # the user's file: no symlink followed, size capped, JSON only
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as handle:
+                progress = json.loads(handle.read(1024 * 1024))
+        except (OSError, ValueError):
+            continue
+        if isinstance(progress, dict) and isinstance(progress.get("repos"), list):
+            data["repos_progress"] = progress
 
 
 def format_table(data: dict[str, Any]) -> str:
@@ -132,4 +152,12 @@ def format_table(data: dict[str, Any]) -> str:
         lines.append(f"WARNING: {warning}")
     for error in data.get("errors", []):
         lines.append(f"ERROR: {error}")
+    progress = data.get("repos_progress")
+    if isinstance(progress, dict):
+        state = "finished" if progress.get("finished") else f"running (pid {progress.get('pid')})"
+        lines.append(f"repo sync: {state}")
+        for repo in progress.get("repos", []):
+            if isinstance(repo, dict):
+                done = repo.get("outcome") and f", {repo['outcome']}: {repo.get('message')}"
+                lines.append(f"  {repo.get('dest')}: {repo.get('state')}{done or ''}")
     return "\n".join(lines)

@@ -546,3 +546,49 @@ def test_account_helpers_are_not_importing_network_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_home_from_jovyans_files_copies_only_what_is_safe(sandbox, tmp_path):
+    """A skeleton's links are copied as links, fifos and mounted volumes are skipped."""
+    data = tmp_path / "jovyan-data"
+    data.mkdir()
+    (data / "big.h5").write_text("jovyan's data\n")
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    baked(sandbox, "user:\n  skeleton: /home/jovyan\n")
+    sandbox.mkdir("/home/jovyan/.jupyter", uid=1000, gid=100)
+    sandbox.write("/home/jovyan/.jupyter/jupyter_server_config.py", "c = 1\n", uid=1000, gid=100)
+    sandbox.write("/home/jovyan/tool", "#!/bin/sh\n", mode=0o4755, uid=0, gid=0)
+    sandbox.symlink("/home/jovyan/secrets", "/etc/shadow", uid=1000, gid=100)
+    sandbox.setup.append(
+        "mkfifo $R/home/jovyan/pipe; mkdir -p $R/home/jovyan/data && "
+        f"mount --bind {data} $R/home/jovyan/data"
+    )
+    result = sandbox.run(["nbinit", "start", "--", "ls", "-A", "/home/alice"], env=ALICE)
+    assert result.returncode == 0, result.stderr
+    listed = result.stdout.split()
+    assert {".jupyter", "tool", "secrets"} <= set(listed)
+    assert "pipe" not in listed and "data" not in listed
+    home = sandbox.host_view("/home/alice")
+    assert (home / ".jupyter" / "jupyter_server_config.py").read_text() == "c = 1\n"
+    assert owner(sandbox, "/home/alice/.jupyter/jupyter_server_config.py") == (4321, 4321)
+    assert os.readlink(home / "secrets") == "/etc/shadow"
+    assert owner(sandbox, "/home/alice/secrets") == (4321, 4321)  # the link, not its target
+    assert owner(sandbox, "/etc/shadow")[0] == 0
+    assert stat.S_IMODE(os.lstat(home / "tool").st_mode) == 0o755  # no setuid copied
+    assert sorted(os.listdir(data)) == ["big.h5"]  # the volume is untouched
+    assert result.lines("WARNING") == []
+
+
+def test_chown_home_never_leaves_the_owner(sandbox):
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    sandbox.mkdir("/home/alice", uid=0, gid=0, mode=0o777)
+    baked(sandbox, "user:\n  chown_home: never\n")
+    result = sandbox.run(["nbinit", "start", "--", "id", "-u"], env=ALICE)
+    assert result.returncode == 0, result.stderr
+    assert owner(sandbox, "/home/alice") == (0, 0)
+    assert any(
+        "home /home/alice is owned by 0:0, not 4321:4321: left (chown_home: never)" in x
+        for x in result.lines("INFO")
+    )

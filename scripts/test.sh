@@ -9,5 +9,11 @@ ruff check src tests benchmarks
 ruff format --check src tests benchmarks
 echo "== mypy" >&2
 mypy
+# What CI cannot run (no Docker engine) it lints: the test image and every shell shim;
+# and the hub code the z2jh values embed.
+echo "== hadolint, shellcheck" >&2
+hadolint Dockerfile.test
+shellcheck entrypoints/* scripts/*.sh
+ruff check configs
 echo "== pytest" >&2
 exec pytest -q -ra "$@"

@@ -169,7 +169,7 @@ def fetch_config(
         body = _within(timeout, attempt_all)
     except _DeadlineExpired:
         raise NbinitError(
-            f"{shown}: no complete answer within the {timeout:g}s limit "
+            f"{shown}: no complete answer within the {_seconds(timeout)}s limit "
             f"(elapsed {time.monotonic() - started:.1f}s)",
             f"{FIX_SERVER} quickly, or raise fetch.timeout",
         ) from None
@@ -179,6 +179,11 @@ def fetch_config(
         f"sha256 {sha256_hex(body)[:16]}"
     )
     return body, shown
+
+
+def _seconds(value: float) -> str:
+    """2.0 -> "2", 2.96 -> "3", 1.45 -> "1.4": limits read as people set them."""
+    return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
 def _within(seconds: float, work: Callable[[], bytes]) -> bytes:
@@ -270,11 +275,11 @@ def _fetch_with_retries(
                 if attempt == attempts or elapsed + wait >= limit:
                     tried = f"{attempt} attempt{'s' * (attempt > 1)}"
                     if attempt < attempts:
-                        tried += f", no time left for a retry within {limit:g}s"
+                        tried += f", no time left for a retry within {_seconds(limit)}s"
                     raise NbinitError(f"{shown}: {exc.problem} ({tried})", exc.fix) from None
                 log.info(
                     f"fetch {shown}: {exc.problem}; retry {attempt}/{retries} in {wait:.1f}s "
-                    f"(elapsed {elapsed:.1f}s of {limit:g}s)"
+                    f"(elapsed {elapsed:.1f}s of {_seconds(limit)}s)"
                 )
                 time.sleep(wait)
     finally:

@@ -86,7 +86,8 @@ def run_step(ctx: Context, name: str, step: Optional[Step] = None) -> StepResult
 def run_steps(ctx: Context, names: tuple[str, ...]) -> bool:
     """Run the steps in order; False when a critical step failed."""
     for name in names:
-        if ctx.deadline.expired() and name != "config":
+        # config and user always run: skipping the user step would start the server as root.
+        if ctx.deadline.expired() and name != "config" and name not in CRITICAL:
             ctx.log.warning(f"{name}: skipped, the {ctx.deadline.seconds:g}s deadline has passed")
             ctx.results.append(failed(name, "deadline passed"))
             ctx.results[-1].outcome = "skipped"

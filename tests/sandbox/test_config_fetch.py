@@ -340,3 +340,22 @@ def test_no_baked_config_falls_back_to_built_in_defaults(sandbox, http_server):
         "; using built-in defaults (no last good copy)"
     )
     assert status["deadline"] == 20
+
+
+def test_a_hung_config_server_leaves_room_for_the_rest_of_the_start(sandbox, http_server):
+    """fetch.timeout (8 s) is longer than NBINIT_DEADLINE=4: the fetch gets 3 s, the rest 1 s."""
+    sandbox.add_jovyan()
+    server = http_server()
+    server.route(body=GOOD, delay=30)
+    began = time.monotonic()
+    result = sandbox.run(
+        SHOW_STATUS, env={"NBINIT_CONFIG_URL": server.url(), "NBINIT_DEADLINE": "4"}
+    )
+    assert time.monotonic() - began < 4 + 1
+    status = json.loads(result.stdout)
+    assert config_step(status)["warnings"] == [
+        f"{server.url()}: no complete answer within the 3s limit (elapsed 3.0s): "
+        f"{FIX_SERVER} quickly, or raise fetch.timeout; using built-in defaults (no last good copy)"
+    ]
+    assert status["warnings"] == config_step(status)["warnings"]  # no step skipped for time
+    assert status["user"] == "jovyan"

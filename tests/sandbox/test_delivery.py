@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from helpers.gitserver import GitHttpServer, Pusher, make_bare
 from helpers.sandbox import PROJECT
 
 from nbinit import bundle
@@ -222,6 +224,33 @@ def test_hooks_are_inert_outside_a_hub_or_disabled(sandbox, tree, env):
     assert result.stdout == "jovyan\n"
     assert "nbinit" not in result.stderr
     assert not any(path.startswith("/run/nbinit") for path in sandbox.changed_paths())
+
+
+def test_repos_clone_as_the_user_from_the_zipapp(sandbox, tree, tmp_path):
+    """The git worker is a second interpreter: it must find nbinit inside the zipapp too."""
+    served = tmp_path / "srv"
+    served.mkdir()
+    Pusher(make_bare(served, "tutorials"), tmp_path / "work").publish({"intro.md": "hi\n"}, "one")
+    server = GitHttpServer(served).start()
+    try:
+        docker_stacks_image(sandbox, tree)
+        mark_custom_user(sandbox)
+        admin = {
+            "version": 1,
+            "git": {"allowed_schemes": ["http"], "min_free_mb": 0},
+            "repos": [{"url": server.url("tutorials"), "dest": "tutorials"}],
+        }
+        sandbox.write("/etc/nbinit/config.yaml", yaml.safe_dump(admin))
+        result = sandbox.run(
+            ["tini", "-g", "--", "/usr/local/bin/start.sh", "jupyterhub-singleuser"], env=HUB_ENV
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert result.lines("WARNING") == [], result.stderr
+    clone = sandbox.host_view("/home/alice/tutorials/intro.md")
+    assert clone.read_text() == "hi\n"
+    assert clone.stat().st_uid == 4321
 
 
 # -- the artifact on a clean interpreter ---------------------------------------------------

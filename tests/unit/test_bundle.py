@@ -141,6 +141,24 @@ def test_self_command_names_the_zipapp(built):
     assert bundle.self_command() == [sys.executable, "-m", "nbinit"]
 
 
+def test_module_command_runs_a_module_of_the_zipapp(built):
+    """What the git worker needs: a second interpreter that finds nbinit inside the zipapp."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import subprocess; "
+        "from nbinit import bundle; "
+        "sys.exit(subprocess.run([*bundle.module_command('nbinit'), '--version']).returncode)"
+    )
+    result = subprocess.run(
+        ["/usr/bin/python3", "-I", "-S", "-c", code, str(built)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("nbinit ")
+    assert bundle.module_command("nbinit.gitsync") == [sys.executable, "-I", "-m", "nbinit.gitsync"]
+
+
 def test_tree_is_the_zipapp_and_the_shims_with_fixed_modes(built, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     for root in (first, second):

@@ -155,7 +155,13 @@ def fetch_config(
         )
     if token:
         log.add_secret(token)
-    password = urlsplit(url).password
+    try:
+        parts = urlsplit(url)
+        password, _ = parts.password, parts.port  # .port raises on a bad port
+    except ValueError as exc:
+        raise NbinitError(f"{shown}: not a valid URL ({exc})", FIX_URL) from None
+    if not parts.hostname:
+        raise NbinitError(f"{shown}: no host in the URL", FIX_URL)
     if password:
         log.add_secret(password)
     if timeout <= 0:

@@ -205,6 +205,12 @@ def test_server_down_names_connection_refused(http_server):
     [
         pytest.param("ftp://h/c.yaml", "ftp://h/c.yaml: unsupported scheme 'ftp'", id="ftp"),
         pytest.param("/nonexistent.yaml", "/nonexistent.yaml: no such file", id="missing-path"),
+        pytest.param("http://", "http://: no host in the URL", id="no-host"),
+        pytest.param(
+            "https://h:99999/c.yaml",
+            "(unparsable URL): not a valid URL (Port out of range 0-65535)",
+            id="bad-port",
+        ),
         pytest.param(
             "file:///nonexistent.yaml", "/nonexistent.yaml: no such file", id="missing-file-url"
         ),

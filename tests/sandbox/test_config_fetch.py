@@ -359,3 +359,18 @@ def test_a_hung_config_server_leaves_room_for_the_rest_of_the_start(sandbox, htt
     ]
     assert status["warnings"] == config_step(status)["warnings"]  # no step skipped for time
     assert status["user"] == "jovyan"
+
+
+def test_token_never_reaches_the_server_environment(sandbox, http_server):
+    sandbox.add_jovyan()
+    server = http_server()
+    server.route(body=GOOD)
+    result = sandbox.run(
+        ["nbinit", "start", "--", "env"],
+        env={"NBINIT_CONFIG_URL": server.url(), "NBINIT_CONFIG_TOKEN": TOKEN},
+    )
+    assert result.returncode == 0
+    assert server.seen[0].headers["Authorization"] == f"Bearer {TOKEN}"
+    assert "NBINIT_CONFIG_URL=" in result.stdout
+    assert TOKEN not in result.stdout + result.stderr
+    assert "NBINIT_CONFIG_TOKEN" not in result.stdout

@@ -162,7 +162,8 @@ def find_marker(template: str, name: str, timeout: float) -> tuple[str, str]:
     signal reaches it; a timeout counts as absent.
     """
     path = marker_path(template, name)
-    prefix = template.split("{user}", 1)[0] if "{user}" in template else os.path.dirname(path)
+    # Trusted: the admin's directories above the one the user's name makes (/s).
+    prefix = os.path.dirname(template.split("{user}", 1)[0] if "{user}" in template else path)
     code = (
         "import os,stat,sys\n"
         "p,start=sys.argv[1],sys.argv[2]\n"
@@ -448,7 +449,11 @@ def ensure_home(
                 return
             log.info(f"home {home} exists: owner changed from {owner} to {wanted}, contents kept")
         if policy.chown_home == "recursive":
-            changed, complete = privilege.chown_tree(fd, identity.uid, identity.gid, time_left)
+            try:
+                changed, complete = privilege.chown_tree(fd, identity.uid, identity.gid, time_left)
+            except OSError as exc:
+                log.warning(f"home {home}: recursive chown stopped: {exc.strerror}; continuing")
+                return
             if not complete:
                 log.warning(
                     f"home {home}: recursive chown stopped at the deadline after {changed} "
@@ -497,9 +502,13 @@ def create_home(
     try:
         skeleton = policy.skeleton
         if skeleton and os.path.isdir(skeleton):
-            copied, complete = privilege.copy_tree(
-                skeleton, fd, identity.uid, identity.gid, time_left
-            )
+            try:
+                copied, complete = privilege.copy_tree(
+                    skeleton, fd, identity.uid, identity.gid, time_left
+                )
+            except OSError as exc:  # a full disk: the home is still usable, only emptier
+                copied, complete = 0, True
+                log.warning(f"home {home}: copying {skeleton} failed: {exc.strerror}; continuing")
             source = f"from {skeleton} ({copied} entries)"
             if not complete:
                 log.warning(f"home {home}: copying {skeleton} stopped at the deadline")

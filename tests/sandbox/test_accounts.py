@@ -592,3 +592,19 @@ def test_chown_home_never_leaves_the_owner(sandbox):
         "home /home/alice is owned by 0:0, not 4321:4321: left (chown_home: never)" in x
         for x in result.lines("INFO")
     )
+
+
+def test_marker_template_is_configurable(sandbox):
+    sandbox.add_jovyan()
+    baked(sandbox, "user:\n  marker: /srv/share/u-{user}/hub\n")
+    sandbox.mkdir("/srv/share/u-alice/hub")
+    result = sandbox.run(["nbinit", "start", "--", "id", "-un"], env=ALICE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "alice\n"
+    sandbox.symlink("/srv/share/u-bob", "/srv/share/u-alice")
+    bob = {**ALICE, "JUPYTERHUB_USER": "bob", "NB_UID": "4322", "NB_GID": "4322"}
+    result = sandbox.run(["nbinit", "start", "--", "id", "-un"], env=bob)
+    assert result.stdout == "jovyan\n"
+    assert [line.split("nbinit: ", 1)[1] for line in result.lines("WARNING")] == [
+        "marker ignored: /srv/share/u-bob is a symlink; running as jovyan (uid 1000)"
+    ]

@@ -166,3 +166,17 @@ def test_sigterm_during_setup_ends_within_two_seconds(sandbox):
         for line in result.lines("ERROR")
     )
     assert elapsed < 1.5 + 2.0  # the hook's own timeout (5 s) was not waited for
+
+
+def test_account_step_runs_even_when_the_deadline_has_passed(sandbox):
+    """A deadline spent before the user step must never start the server as root."""
+    marked(sandbox)
+    env = {**ALICE, "NBINIT_DEADLINE": "0.01"}
+    result = sandbox.run(["nbinit", "start", "--", "id", "-u"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "4321\n"
+    assert [x for x in result.lines("WARNING") if "deadline has passed" not in x] == []
+    assert not any("user: skipped" in line for line in result.lines("WARNING"))
+    assert any(
+        "repos: skipped, the 0.01s deadline has passed" in x for x in result.lines("WARNING")
+    )

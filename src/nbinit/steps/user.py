@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import time
 from typing import Optional
 
 from nbinit import accounts
@@ -16,6 +17,9 @@ from nbinit.context import Context, Identity, StepResult, degraded, ok, skipped
 
 MARKER_TIMEOUT = 5.0
 TOOL_TIMEOUT = 10.0
+# The account is never skipped for lack of time (the server must not start as the wrong
+# user), so its actions keep a small budget of their own even past the deadline.
+MIN_BUDGET = 2.0
 ROOT_SETTING = (
     "start the container as root (z2jh singleuser.uid: 0; KubeSpawner uid=0 / "
     "securityContext runAsUser: 0) so nbinit can create the account and then drop to NB_UID"
@@ -48,9 +52,7 @@ def run(ctx: Context) -> StepResult:
         return skipped("user", f"JUPYTERHUB_USER is not set: running as {who}")
     accounts.check_path_segment(name)
     marker = accounts.marker_path(policy.marker, name)
-    state, detail = accounts.find_marker(
-        policy.marker, name, ctx.deadline.cap(MARKER_TIMEOUT) or 0.5
-    )
+    state, detail = accounts.find_marker(policy.marker, name, _budget(ctx, MARKER_TIMEOUT))
     if state == accounts.MARKER_ABSENT:
         _warn_if_root(ctx, default, settings)
         return skipped("user", f"no marker {marker}: running as {who}")
@@ -73,15 +75,20 @@ def run(ctx: Context) -> StepResult:
         ctx.log.info(f"NB_GID is not set: using NB_UID {uid} as the gid")
     accounts.check_home(accounts.marker_path(policy.home, name))  # before /etc changes
     warnings_before = len(ctx.log.warnings)
-    identity = accounts.ensure_account(
-        name, uid, gid, policy, ctx.log, ctx.deadline.cap(TOOL_TIMEOUT) or 1.0
+    identity = accounts.ensure_account(name, uid, gid, policy, ctx.log, _budget(ctx, TOOL_TIMEOUT))
+    floor = time.monotonic() + MIN_BUDGET
+    accounts.ensure_home(
+        identity, policy, ctx.log, lambda: max(ctx.deadline.remaining(), floor - time.monotonic())
     )
-    accounts.ensure_home(identity, policy, ctx.log, ctx.deadline.remaining)
     ctx.user = identity
     details = {"uid": identity.uid, "gid": identity.gid, "home": identity.home}
     if len(ctx.log.warnings) > warnings_before:
         return degraded("user", f"running as {name} with warnings", **details)
     return ok("user", f"running as {name} (uid {identity.uid})", **details)
+
+
+def _budget(ctx: Context, seconds: float) -> float:
+    return max(ctx.deadline.cap(seconds), MIN_BUDGET)
 
 
 def _warn_if_root(ctx: Context, default: Optional[Identity], settings: dict[str, str]) -> None:

@@ -55,7 +55,7 @@ def safe_url(url: str) -> str:
 
     A file:// URL is shown as its path, and a plain path as it is.
     """
-    from urllib.parse import urlsplit
+    from urllib.parse import unquote, urlsplit
 
     if "://" not in url:
         return url
@@ -66,7 +66,7 @@ def safe_url(url: str) -> str:
     except ValueError:
         return "(unparsable URL)"
     if parts.scheme.lower() == "file":
-        return parts.path
+        return unquote(parts.path)
     if ":" in host:
         host = f"[{host}]"
     query = ""
@@ -140,7 +140,7 @@ def fetch_config(
     pin = normalize_pin(sha256)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("", "file"):
-        path = urlsplit(url).path if scheme == "file" else url
+        path = safe_url(url) if scheme == "file" else url
         body = read_trusted_file(path, max_bytes, what="admin config")
         if body is None:
             raise NbinitError(f"{path}: no such file", FIX_URL)

@@ -183,7 +183,7 @@ def _apply_admin(ctx: Context, url: str, layers: _Layers) -> str:
         try:
             pin = fetch.normalize_pin(ctx.env.get("NBINIT_CONFIG_SHA256"))
         except NbinitError:
-            pin = None
+            pin = ""  # a pin was meant but is malformed: no cached copy can match it
         cached, fetched_or_why = load_last_good(cache, shown, pin, settings["max_stale_days"])
         if cached is not None:
             ctx.log.warning(

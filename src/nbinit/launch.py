@@ -12,6 +12,7 @@ from typing import Optional
 from nbinit import privilege
 from nbinit.context import Context
 from nbinit.errors import NbinitError
+from nbinit.log import Log
 
 DEFAULT_COMMANDS = ("start-singleuser.sh", "start-singleuser.py", "jupyterhub-singleuser")
 
@@ -60,7 +61,7 @@ _NOT_FORWARDED = {
 }
 
 
-def run_minimal_init(argv: list[str], env: dict[str, str], cwd: Optional[str]) -> int:
+def run_minimal_init(argv: list[str], env: dict[str, str], cwd: Optional[str], log: Log) -> int:
     """PID 1 without tini: run argv as a child, forward signals, reap zombies; its exit code.
 
     The kernel drops default-action signals sent to PID 1, and orphans are re-parented to
@@ -79,7 +80,7 @@ def run_minimal_init(argv: list[str], env: dict[str, str], cwd: Optional[str]) -
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
             privilege.exec_command(argv, env, cwd)
         except OSError as exc:
-            os.write(2, f"FATAL nbinit: cannot exec {argv[0]}: {exc.strerror}\n".encode())
+            log.fatal(f"cannot exec {argv[0]}: {exc.strerror}: check the command and PATH")
             os._exit(127 if exc.errno == errno.ENOENT else 126)
         os._exit(127)
     with contextlib.suppress(OSError):
@@ -135,4 +136,4 @@ def exec_server(ctx: Context) -> None:
             "no tini on PATH: nbinit stays PID 1 as a minimal init (forwards signals to the "
             "server's process group, reaps zombies); install tini in the image to use it instead"
         )
-        os._exit(run_minimal_init(ctx.command, env, cwd))
+        os._exit(run_minimal_init(ctx.command, env, cwd, ctx.log))

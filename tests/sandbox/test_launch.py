@@ -180,3 +180,13 @@ def test_account_step_runs_even_when_the_deadline_has_passed(sandbox):
     assert any(
         "repos: skipped, the 0.01s deadline has passed" in x for x in result.lines("WARNING")
     )
+
+
+def test_minimal_init_reports_a_command_it_cannot_exec(sandbox):
+    marked(sandbox)
+    sandbox.setup.append(HIDE_TINI)
+    result = sandbox.run(["nbinit", "start", "--", "/no/such/server"], env=ALICE)
+    assert result.returncode == 127
+    assert [line.split("nbinit: ", 1)[1] for line in result.lines("FATAL")] == [
+        "cannot exec /no/such/server: No such file or directory: check the command and PATH"
+    ]

@@ -139,13 +139,19 @@ def plain_python_image(sandbox, tree) -> None:
 # -- the three layouts, as the hub starts them --------------------------------------------
 
 
-def test_docker_stacks_starts_the_custom_user_through_the_hook(sandbox, tree):
-    """ENTRYPOINT tini -g -- start.sh, CMD jupyterhub-singleuser (z2jh's default cmd)."""
+NBINIT_CMD = ["nbinit", "start", "--", "jupyterhub-singleuser"]
+CMDS = [
+    pytest.param(["jupyterhub-singleuser"], id="default-cmd"),
+    pytest.param(NBINIT_CMD, id="cmd-runs-nbinit"),
+]
+
+
+@pytest.mark.parametrize("cmd", CMDS)
+def test_docker_stacks_starts_the_custom_user_through_the_hook(sandbox, tree, cmd):
+    """ENTRYPOINT tini -g -- start.sh; CMD z2jh's default cmd, or one that runs nbinit."""
     docker_stacks_image(sandbox, tree)
     mark_custom_user(sandbox)
-    result = sandbox.run(
-        ["tini", "-g", "--", "/usr/local/bin/start.sh", "jupyterhub-singleuser"], env=HUB_ENV
-    )
+    result = sandbox.run(["tini", "-g", "--", "/usr/local/bin/start.sh", *cmd], env=HUB_ENV)
     assert result.returncode == 0, result.stderr
     assert "docker-stacks hook (start-notebook.d, uid 0): handing over to nbinit" in result.stderr
     assert result.lines("FATAL") == []
@@ -154,13 +160,16 @@ def test_docker_stacks_starts_the_custom_user_through_the_hook(sandbox, tree):
     assert {k: seen[k] for k in CUSTOM_USER} == CUSTOM_USER, result.stderr
 
 
-def test_ngc_starts_the_custom_user_with_cuda_compat_kept(sandbox, tree):
-    """ENTRYPOINT nvidia_entrypoint.sh; its entrypoint.d part hands over last."""
+@pytest.mark.parametrize("cmd", CMDS)
+def test_ngc_starts_the_custom_user_with_cuda_compat_kept(sandbox, tree, cmd):
+    """ENTRYPOINT nvidia_entrypoint.sh; its entrypoint.d part hands over last, or stands
+    aside when the command already runs nbinit."""
     ngc_image(sandbox, tree)
     mark_custom_user(sandbox)
-    result = sandbox.run(["/opt/nvidia/nvidia_entrypoint.sh", "jupyterhub-singleuser"], env=HUB_ENV)
+    result = sandbox.run(["/opt/nvidia/nvidia_entrypoint.sh", *cmd], env=HUB_ENV)
     assert result.returncode == 0, result.stderr
-    assert "NGC entrypoint part (uid 0): handing over to nbinit" in result.stderr
+    handed_over = "NGC entrypoint part (uid 0): handing over to nbinit" in result.stderr
+    assert handed_over == (cmd != NBINIT_CMD)
     seen = server_line(result)
     assert seen["ld"].startswith("/usr/local/cuda/compat/lib.real")
     assert seen["pid1"] == "tini"
@@ -171,7 +180,7 @@ def test_plain_python_starts_the_custom_user_from_singleuser_cmd(sandbox, tree):
     """No entrypoint: singleuser.cmd is `nbinit start -- jupyterhub-singleuser`."""
     plain_python_image(sandbox, tree)
     mark_custom_user(sandbox)
-    result = sandbox.run(["nbinit", "start", "--", "jupyterhub-singleuser"], env=HUB_ENV)
+    result = sandbox.run(NBINIT_CMD, env=HUB_ENV)
     assert result.returncode == 0, result.stderr
     seen = server_line(result)
     assert seen["pid1"] == "tini"

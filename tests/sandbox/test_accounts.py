@@ -7,6 +7,7 @@ and setuid, and asserts the exit code, the exact log line, and what changed on d
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 
@@ -608,3 +609,22 @@ def test_marker_template_is_configurable(sandbox):
     assert [line.split("nbinit: ", 1)[1] for line in result.lines("WARNING")] == [
         "marker ignored: /srv/share/u-bob is a symlink; running as jovyan (uid 1000)"
     ]
+
+
+def test_poststart_uses_the_account_start_made_and_never_creates_one(sandbox):
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    env = {**ALICE, "NBINIT_STATUS_FILE": "/var/tmp/nbinit-status.json"}
+    early = sandbox.run(["nbinit", "poststart"], env=env)
+    assert early.returncode == 0, early.stderr
+    assert "alice:" not in sandbox.read("/etc/passwd")
+    steps = {s["name"]: s for s in json.loads(sandbox.read("/var/tmp/nbinit-status.json"))["steps"]}
+    assert (
+        steps["user"]["reason"] == "account alice is not created yet: running as jovyan (uid 1000)"
+    )
+    assert sandbox.run(["nbinit", "start", "--", "true"], env=ALICE).returncode == 0
+    later = sandbox.run(["nbinit", "poststart"], env=env)
+    assert later.returncode == 0, later.stderr
+    steps = {s["name"]: s for s in json.loads(sandbox.read("/var/tmp/nbinit-status.json"))["steps"]}
+    assert steps["user"]["reason"] == "running as alice (uid 4321)"
+    assert later.lines("WARNING") == []

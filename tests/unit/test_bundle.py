@@ -194,3 +194,15 @@ def test_a_wheel_that_does_not_match_its_pin_is_not_used(tmp_path):
     tampered = tmp_path / good.name
     tampered.write_bytes(good.read_bytes() + b"\0")
     assert bundle.find_wheel(tmp_path, project, version, sha256) is None
+
+
+def test_readme_and_dockerfile_use_the_tree_the_bundle_lays_out():
+    """The one COPY line people copy from the README is the one the tests prove."""
+    readme = (PROJECT / "README.md").read_text()
+    dockerfile = (PROJECT / "Dockerfile.test").read_text()
+    line = "COPY build/nbinit-root/ /"
+    assert line in dockerfile.splitlines()
+    assert readme.count(line) >= 3  # docker-stacks, NGC, plain python
+    assert "python3 -m nbinit.bundle --tree build/nbinit-root" in readme
+    for path, _, _ in bundle.TREE:
+        assert f"/{path}" in readme, path

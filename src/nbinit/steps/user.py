@@ -8,7 +8,6 @@ invalid identity raises NbinitError, which the pipeline makes FATAL in start mod
 from __future__ import annotations
 
 import os
-import pwd
 import time
 from typing import Optional
 
@@ -29,15 +28,11 @@ ROOT_SETTING = (
 def current_identity(default_user: str) -> Optional[Identity]:
     """The image's default user (jovyan) as root; ourselves when not root; None: stay as is."""
     uid = os.geteuid()
-    entry = accounts.lookup_user(default_user) if uid == 0 else _by_uid(uid)
+    # Not root: our own passwd line; none for an arbitrary OpenShift uid (keep the pod's HOME).
+    entry = accounts.lookup_user(default_user) if uid == 0 else accounts.lookup_uid(uid)
     if entry is None or entry.pw_uid == 0:
         return None
     return Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
-
-
-def _by_uid(uid: int) -> Optional[pwd.struct_passwd]:
-    """None for an arbitrary uid without a passwd line (OpenShift): keep the pod's HOME."""
-    return accounts.lookup_uid(uid)
 
 
 def run(ctx: Context) -> StepResult:

@@ -10,10 +10,12 @@ server is a stand-in `jupyterhub-singleuser` that prints who it runs as.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import hubcode
 from helpers.gitserver import GitHttpServer, Pusher, make_bare
 from helpers.sandbox import PROJECT
 
@@ -185,6 +187,31 @@ def test_plain_python_starts_the_custom_user_from_singleuser_cmd(sandbox, tree):
     seen = server_line(result)
     assert seen["pid1"] == "tini"
     assert {k: seen[k] for k in CUSTOM_USER} == CUSTOM_USER, result.stderr
+
+
+def test_plain_python_applies_the_admin_config_the_hub_serves_pinned(sandbox, tree, tmp_path):
+    """The hub code serves the ConfigMap's file; the pod gets URL and pin from the hub."""
+    admin = yaml.safe_load((PROJECT / "configs/admin-config.yaml").read_text())
+    admin["repos"] = []  # its example hosts are not reachable from here
+    served = tmp_path / "config.yaml"
+    served.write_text(yaml.safe_dump(admin))
+    plain_python_image(sandbox, tree)
+    mark_custom_user(sandbox)
+    pin = hashlib.sha256(served.read_bytes()).hexdigest()
+    with hubcode.serve_config(served) as url:
+        env = {**HUB_ENV, "NBINIT_CONFIG_URL": url, "NBINIT_CONFIG_SHA256": pin}
+        good = sandbox.run(NBINIT_CMD, env=env)
+        served.write_bytes(served.read_bytes() + b"deadline: 15\n")  # edited after the spawn
+        stale = sandbox.run(NBINIT_CMD, env=env)
+    assert good.returncode == 0, good.stderr
+    assert f"config: defaults < {url}" in good.stderr
+    assert good.lines("WARNING") == [], good.stderr
+    assert {k: server_line(good)[k] for k in CUSTOM_USER} == CUSTOM_USER
+    assert stale.returncode == 0, stale.stderr
+    warnings = stale.lines("WARNING")
+    assert len(warnings) == 1 and "sha256" in warnings[0], stale.stderr
+    assert "using the last good admin config" in warnings[0]
+    assert server_line(stale)["user"] == "alice"
 
 
 # -- the shims' other paths ------------------------------------------------------------

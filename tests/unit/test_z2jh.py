@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-import threading
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
+from helpers import hubcode
 from kubernetes_asyncio.client import V1Namespace, V1ObjectMeta
 from kubernetes_asyncio.client.rest import ApiException
 from traitlets.config import Config
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 # CI checks the shared files out at ../shared, beside the repository.
 SCHEMA = REPO.parent / "shared" / "schemas" / "z2jh-values.schema.yaml"
-HUB_CODE = CONFIGS / "z2jh-hub-nbinit.py"
+HUB_CODE = hubcode.HUB_CODE
 VALUES_FILES = sorted(CONFIGS.glob("z2jh-values*.yaml"))
 ADMIN_CONFIG = CONFIGS / "admin-config.yaml"
 
@@ -136,23 +136,7 @@ def spawner_config(values: dict[str, Any]) -> Config:
 
 
 def run_hub_code(values: dict[str, Any], config_path: Path) -> tuple[Config, dict[str, Any]]:
-    """Execute hub.extraConfig.nbinit as the chart does, with `c` and `get_config`."""
-    c = spawner_config(values)
-    custom = copy.deepcopy(values.get("custom", {}))
-    custom["nbinit"]["configPath"] = str(config_path)
-
-    def get_config(key: str, default: Any = None) -> Any:
-        node: Any = {"custom": custom}
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return default
-            node = node[part]
-        return node
-
-    namespace: dict[str, Any] = {"c": c, "get_config": get_config}
-    code = values["hub"]["extraConfig"]["nbinit"]
-    exec(compile(code, str(HUB_CODE), "exec"), namespace)  # noqa: S102 - the chart does this
-    return c, namespace
+    return hubcode.run_hub_code(config_path, values, spawner_config(values))
 
 
 class FakeCoreV1Api:
@@ -326,32 +310,8 @@ def test_poststart_values_run_the_hook_as_the_user_without_namespaces(kubeconfig
 
 @pytest.fixture
 def hub_serving(served_config):
-    """The hub code's handler in a real tornado server on loopback, at the hub's path."""
-    from tornado import httpserver, web
-
-    values = load_values(CONFIGS / "z2jh-values.yaml")
-    c, _ = run_hub_code(values, served_config)
-    route, handler = c.JupyterHub.extra_handlers.to_dict()["extend"][0]  # type: ignore[union-attr]
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    state: dict[str, Any] = {}
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        app = web.Application([("/hub" + route, handler)])
-        server = httpserver.HTTPServer(app)
-        server.listen(0, "127.0.0.1")
-        state["port"] = next(iter(server._sockets.values())).getsockname()[1]
-        ready.set()
-        loop.run_forever()
-        server.stop()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ready.wait(10)
-    yield f"http://127.0.0.1:{state['port']}/hub/nbinit/config.yaml", served_config
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    with hubcode.serve_config(served_config) as url:
+        yield url, served_config
 
 
 def fetch_served(url: str, pin: str) -> bytes:

@@ -353,9 +353,9 @@ def git_options(policy: Policy, hooks_dir: str, env: dict[str, str]) -> list[str
     if policy.credential_helper:
         options.append(f"credential.helper={policy.credential_helper}")
     if env.get("NBINIT_GIT_TOKEN"):
-        # Scoped: the token is offered to the admin's hosts only, over https.
-        for host in policy.token_hosts:
-            options.append(f"credential.https://{host}.helper={_TOKEN_HELPER}")
+        # Scoped: offered only to these URL prefixes (scheme://host[:port]), never elsewhere.
+        for prefix in policy.token_hosts:
+            options.append(f"credential.{prefix}.helper={_TOKEN_HELPER}")
     return [word for option in options for word in ("-c", option)]
 
 

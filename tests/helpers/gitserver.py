@@ -122,6 +122,8 @@ class _BackendHandler(http.server.BaseHTTPRequestHandler):
 
     root = ""
     throttle = 0.0
+    auth = ""  # "user:password": HTTP Basic required, as a private forge would
+    seen_auth: list[str] = []
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
@@ -139,6 +141,16 @@ class _BackendHandler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _serve(self) -> None:
+        if self.auth:
+            import base64
+
+            given = self.headers.get("Authorization", "")
+            self.seen_auth.append(given)
+            if given != "Basic " + base64.b64encode(self.auth.encode()).decode():
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                self.end_headers()
+                return
         path, _, query = self.path.partition("?")
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -211,9 +223,14 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 class GitHttpServer:
     """Smart HTTP on 127.0.0.1 in a thread of the test process."""
 
-    def __init__(self, root: Path, throttle: float = 0.0, port: int = 0) -> None:
+    def __init__(self, root: Path, throttle: float = 0.0, port: int = 0, auth: str = "") -> None:
         self.root = root
-        handler = type("Handler", (_BackendHandler,), {"root": str(root), "throttle": throttle})
+        self.seen_auth: list[str] = []
+        handler = type(
+            "Handler",
+            (_BackendHandler,),
+            {"root": str(root), "throttle": throttle, "auth": auth, "seen_auth": self.seen_auth},
+        )
         self.server = _Server(("127.0.0.1", port), handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -129,6 +129,11 @@ def clean_start(box):
     return result
 
 
+def canaries(box):
+    found = box.host_view("/var/tmp")
+    return [p for p in os.listdir(found) if "canary" in p] if found.exists() else []
+
+
 def owners(path: Path) -> set[int]:
     found = {os.lstat(path).st_uid}
     for root, dirs, files in os.walk(path):
@@ -718,3 +723,90 @@ def test_full_disk_keeps_the_users_files(box, upstream, floor):
     lines = result.stdout.split()
     assert lines[0] == "precious"
     assert "course" not in lines and not any("nbinit-clone" in p for p in lines), lines
+
+
+# -- hooks, the pod's environment, credentials -------------------------------------------------
+
+
+def test_no_hook_in_a_clone_ever_runs(box, upstream):
+    pusher = upstream.repo("course", {"a.txt": BASE})
+    configure(box, [{"url": upstream.url("course"), "dest": "course"}])
+    clean_start(box)
+    for hook in (
+        "post-merge",
+        "pre-commit",
+        "post-checkout",
+        "reference-transaction",
+        "pre-merge-commit",
+    ):
+        box.write(
+            f"{HOME}/course/.git/hooks/{hook}",
+            f"#!/bin/sh\ntouch {CANARY}-{hook}\n",
+            mode=0o755,
+            uid=1000,
+            gid=100,
+        )
+    user_write(box, "course/a.txt", BASE.replace("1\n", "mine\n"))
+    pusher.publish({"a.txt": BASE.replace("7\n", "theirs\n")})
+    clean_start(box)
+    assert read(box, "course/a.txt") == "mine\n2\n3\n4\n5\n6\ntheirs\n"
+    assert canaries(box) == []
+
+
+def test_the_pods_git_variables_never_reach_git(box, upstream):
+    upstream.repo("course", {"a.txt": BASE})
+    configure(
+        box,
+        [{"url": upstream.url("course"), "dest": "course"}, {"url": "ssh://127.0.0.1:1/x.git"}],
+        git={"allowed_schemes": ["http", "ssh"]},
+    )
+    pod = {
+        "GIT_SSH_COMMAND": f"touch {CANARY}-ssh; false",
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "core.fsmonitor",
+        "GIT_CONFIG_VALUE_0": f"touch {CANARY}-fsmonitor; false",
+        "GIT_DIR": "/etc",
+    }
+    result = start(box, env=pod)
+    assert result.returncode == 0
+    [warning] = messages(result, "WARNING")
+    assert warning.startswith("x: git clone failed: "), warning
+    assert read(box, "course/a.txt") == BASE
+    assert canaries(box) == []
+
+
+def test_token_from_env_never_lands_in_url_config_log_or_status(box, tmp_path):
+    root = tmp_path / "private"
+    root.mkdir()
+    Pusher(make_bare(root, "course"), tmp_path / "pwork").publish({"a.txt": BASE})
+    server = GitHttpServer(root, auth=f"x-access-token:{SECRET}").start()
+    try:
+        configure(
+            box,
+            [{"url": server.url("course"), "dest": "course"}],
+            git={"token_env": "COURSE_TOKEN"},
+        )
+        denied = start(box)
+        assert messages(denied, "WARNING")[0].startswith("course: git clone failed: "), (
+            denied.stderr
+        )
+        result = start(box, env={"COURSE_TOKEN": SECRET})
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert messages(result, "WARNING") == []
+    assert read(box, "course/a.txt") == BASE
+    texts = [result.stdout, result.stderr, box.host_view(STATUS).read_text()]
+    for path in home(box).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            texts.append(path.read_bytes().decode("latin-1"))
+    assert not [t for t in texts if SECRET in t]
+    assert "127.0.0.1" in read(box, "course/.git/config")
+
+
+def test_poststart_mode_syncs_too(box, upstream):
+    upstream.repo("course", {"a.txt": BASE})
+    configure(box, [{"url": upstream.url("course"), "dest": "course"}])
+    result = box.run(["nbinit", "poststart"], env={"NBINIT_STATUS_FILE": STATUS})
+    assert result.returncode == 0, result.stderr
+    assert read(box, "course/a.txt") == BASE

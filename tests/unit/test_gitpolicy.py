@@ -172,7 +172,7 @@ def test_options_pin_protocols_hooks_and_credentials():
     ):
         assert expected in pairs
     assert not any("token" in p.lower() for p in pairs)
-    with_token = gitsync.Policy(token_hosts=("git.example.org",))
+    with_token = gitsync.Policy(token_hosts=("https://git.example.org",))
     pairs = gitsync.git_options(with_token, "/x", {"NBINIT_GIT_TOKEN": "abc"})
     helpers = [p for p in pairs if p.startswith("credential.https://git.example.org.helper=")]
     assert len(helpers) == 1 and "abc" not in helpers[0]

@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import asdict
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 from nbinit import config, gitsync, privilege
 from nbinit.context import Context, StepResult, degraded, ok, skipped
@@ -32,12 +33,13 @@ def policy_for(ctx: Context) -> tuple[gitsync.Policy, dict[str, str]]:
     token = ctx.env.get(token_env, "") if token_env else ""
     if token:
         ctx.log.add_secret(token)
-        hosts = set(policy.allowed_hosts)
+        # The admin's repos get it over the scheme the admin chose; allowed hosts over https.
+        prefixes = {f"https://{host}" for host in policy.allowed_hosts}
         for item in ctx.section("repos") or []:
-            scheme, host, _, _ = gitsync._parse(str(item.get("url", "")))
-            if scheme == "https" and host:
-                hosts.add(host)
-        policy = gitsync.Policy(**{**policy.as_dict(), "token_hosts": tuple(sorted(hosts))})
+            parts = urlsplit(str(item.get("url", "")))
+            if parts.scheme in ("https", "http") and parts.hostname:
+                prefixes.add(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}")
+        policy = gitsync.Policy(**{**policy.as_dict(), "token_hosts": tuple(sorted(prefixes))})
         extra["NBINIT_GIT_TOKEN"] = token
         if settings.get("token_username"):
             extra["NBINIT_GIT_USERNAME"] = str(settings["token_username"])

@@ -200,7 +200,7 @@ def check_url(url: str, policy: Policy, user_declared: bool) -> None:
     scheme, host, path, has_password = _parse(url)
     if has_password:
         raise NbinitError(
-            f"url {shown!r} carries a password: refused, it would end up in .git/config",
+            f"url {shown!r} carries a password, which would end up in .git/config",
             "drop the user:password@ part and use git.token_env, a credential helper or ~/.netrc",
         )
     if scheme not in policy.allowed_schemes:
@@ -248,13 +248,13 @@ def check_dest(home: str, dest: str) -> str:
     if not dest or any(ord(c) < 32 for c in dest):
         raise NbinitError("dest is empty or contains control characters", fix)
     if os.path.isabs(dest):
-        raise NbinitError(f"dest {dest[:60]!r} is absolute: refused", fix)
+        raise NbinitError(f"dest {dest[:60]!r} is absolute", fix)
     parts = dest.split("/")
     if any(p == ".." for p in parts):
-        raise NbinitError(f"dest {dest[:60]!r} leaves the home ('..'): refused", fix)
+        raise NbinitError(f"dest {dest[:60]!r} leaves the home ('..')", fix)
     parts = [p for p in parts if p not in ("", ".")]
     if not parts:
-        raise NbinitError(f"dest {dest[:60]!r} is the home itself: refused", fix)
+        raise NbinitError(f"dest {dest[:60]!r} is the home itself", fix)
     if any(p.startswith("-") for p in parts) or any(p.lower() == ".git" for p in parts):
         raise NbinitError(f"dest {dest[:60]!r}: a part starts with '-' or is .git", fix)
     path = os.path.join(home, *parts)
@@ -270,8 +270,7 @@ def ensure_inside(home: str, path: str, parent: bool = False) -> None:
         return
     if real == real_home or not real.startswith(real_home.rstrip("/") + "/"):
         raise NbinitError(
-            f"dest {os.path.relpath(path, home)!r} resolves outside the home "
-            "(through a symlink): refused",
+            f"dest {os.path.relpath(path, home)!r} resolves outside the home (through a symlink)",
             "remove the symlink or choose another dest",
         )
 

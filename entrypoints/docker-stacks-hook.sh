@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2154  # cmd is start.sh's array of the command
 # nbinit's hook for jupyter/docker-stacks images (start.sh sources it; it is not executable).
 # The one tree puts it at both
 #   /usr/local/bin/start-notebook.d/zz-nbinit.sh   (sourced first, as the container's user)
@@ -29,17 +30,19 @@ _nbinit_hand_over() {
         echo "ERROR[$(date '+%Y-%m-%d %H:%M:%S')] nbinit: docker-stacks hook: nbinit is not on PATH; start.sh goes on without it" >&2
         return 1
     fi
-    # start.sh keeps the command in its array `cmd`; without it, nbinit picks the server.
-    # shellcheck disable=SC2154
-    local -a command=(${cmd[@]+"${cmd[@]}"})
+    # start.sh keeps the command in its array `cmd`. Without it this file was not sourced
+    # by start.sh itself (a runner that sources hooks in a subshell would run the whole
+    # server inside the hook): stand aside; singleuser.cmd can run nbinit instead.
+    if ! declare -p cmd >/dev/null 2>&1; then
+        echo "WARNING[$(date '+%Y-%m-%d %H:%M:%S')] nbinit: docker-stacks hook: not sourced by start.sh (no \$cmd): not handing over; set singleuser.cmd to [nbinit, start, --, jupyterhub-singleuser]" >&2
+        return 0
+    fi
+    local -a command=("${cmd[@]}")
     # JUPYTER_ENV_VARS_TO_UNSET is honoured after the hooks; this hook is the last one.
     if declare -F unset_explicit_env_vars >/dev/null; then
         unset_explicit_env_vars
     fi
     echo "INFO[$(date '+%Y-%m-%d %H:%M:%S')] nbinit: docker-stacks hook (${phase}, uid ${uid}): handing over to nbinit" >&2
-    if [ "${#command[@]}" -eq 0 ]; then
-        exec nbinit start
-    fi
     case "$(basename "${command[0]}")" in
         nbinit | nbinit-entrypoint) exec "${command[@]}" ;; # singleuser.cmd already runs nbinit
     esac

@@ -289,6 +289,17 @@ def test_repos_clone_as_the_user_from_the_zipapp(sandbox, tree, tmp_path):
     assert clone.stat().st_uid == 4321
 
 
+def test_docker_stacks_hook_stands_aside_when_not_sourced_by_start_sh(sandbox, tree):
+    """A runner that sources hooks in a subshell has no `cmd`: handing over there would run
+    the whole server inside the hook, so the hook says why and returns."""
+    docker_stacks_image(sandbox, tree)
+    hook = "/usr/local/bin/start-notebook.d/zz-nbinit.sh"
+    result = sandbox.run(["bash", "-c", f"source {hook}; echo start goes on"], env=HUB_ENV)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "start goes on\n"
+    assert "not sourced by start.sh (no $cmd): not handing over" in result.stderr
+
+
 # -- the artifact on a clean interpreter ---------------------------------------------------
 
 

@@ -652,13 +652,16 @@ def current_branch(gitdir: str) -> Optional[str]:
 class RepoSync:
     """Clone or update one repo with nbgitpuller's care for the user's work."""
 
-    def __init__(self, plan: RepoPlan, runner: Runner, home: str, policy: Policy) -> None:
+    def __init__(
+        self, plan: RepoPlan, runner: Runner, home: str, policy: Policy, umask: int = 0o022
+    ) -> None:
         self.plan = plan
         self.git = runner
         self.home = home
         self.policy = policy
         self.path = plan.path
         self.lock: Optional[RepoLock] = None
+        self.umask = umask
 
     def result(self, outcome: str, message: str, level: str = "INFO", **details: Any) -> Outcome:
         return Outcome(self.plan.dest, outcome, message, level, details)
@@ -732,13 +735,12 @@ class RepoSync:
             if os.path.lexists(self.path):
                 raise NbinitError(f"{self.plan.dest} appeared while cloning", "run sync again")
             self.check_lock()
+            os.chmod(tmp, 0o777 & ~self.umask)  # mkdtemp's 0700 is not what git would make
             os.rename(tmp, self.path)
         finally:
             if os.path.lexists(tmp):
                 shutil.rmtree(tmp, ignore_errors=True)
-        branch = self.git.out(
-            ["symbolic-ref", "--short", "-q", "HEAD"], repo=self.path, check=False
-        )
+        branch = current_branch(os.path.join(self.path, ".git"))
         return self.result(
             "cloned", f"cloned {self.plan.shown} into {self.plan.dest} ({branch or 'detached'})"
         )
@@ -897,6 +899,10 @@ class RepoSync:
             committed = True
         self.merge(sha)
         self.git.run(["update-ref", tracking, sha], repo=self.path)
+        if self.policy.submodules:
+            self.git.run(
+                ["submodule", "update", "--init", "--recursive", "--depth=1"], repo=self.path
+            )
         notes = []
         if committed:
             notes.append("your changes kept and auto-committed")
@@ -1121,6 +1127,8 @@ def sync_all(
     """Sync every repo with at most policy.workers at once; report each as it finishes."""
     from concurrent.futures import ThreadPoolExecutor
 
+    umask = os.umask(0o022)  # read once, before any thread creates files
+    os.umask(umask)
     git_env = git_environment(env, home, policy)
     hooks_dir = tempfile.mkdtemp(prefix="nbinit-no-hooks-")
     progress = Progress("" if dry_run else progress_file, plans)
@@ -1129,7 +1137,7 @@ def sync_all(
     runner = Runner(policy, git_env, hooks_dir, terminal)
 
     def one(plan: RepoPlan) -> Outcome:
-        sync = RepoSync(plan, runner, home, policy)
+        sync = RepoSync(plan, runner, home, policy, umask)
         if dry_run:
             outcome = sync.run(dry_run=True)
             report(outcome)

@@ -152,6 +152,7 @@ def test_clone_then_nothing_changed(box, upstream):
     assert f"cloned {upstream.url('course')} into lectures/course (main)" in messages(first, "INFO")
     assert read(box, "lectures/course/a.txt") == BASE
     assert (home(box, "lectures/course/.git/shallow")).exists()
+    assert oct(os.stat(home(box, "lectures/course")).st_mode & 0o777) == "0o755"
     second = clean_start(box)
     assert "lectures/course: up to date (main)" in messages(second, "INFO")
     assert owners(home(box)) == {1000}
@@ -809,3 +810,40 @@ def test_poststart_mode_syncs_too(box, upstream):
     result = box.run(["nbinit", "poststart"], env={"NBINIT_STATUS_FILE": STATUS})
     assert result.returncode == 0, result.stderr
     assert read(box, "course/a.txt") == BASE
+
+
+def test_parallel_clones_stay_within_git_workers(box, tmp_path):
+    root = tmp_path / "srv"
+    root.mkdir()
+    for n in range(6):
+        Pusher(make_bare(root, f"r{n}"), tmp_path / "w" / str(n)).publish({"a.txt": "x" * 200_000})
+    server = GitHttpProcess(root, throttle=0.01)
+    box.write("/var/log/git-calls.log", "", mode=0o666)
+    box.write(
+        "/usr/local/bin/git",
+        "#!/bin/sh\n"
+        'case " $* " in *" clone "*) echo "start $(date +%s.%N)" >> /var/log/git-calls.log;; esac\n'
+        '/usr/bin/git "$@"; rc=$?\n'
+        'case " $* " in *" clone "*) echo "end $(date +%s.%N)" >> /var/log/git-calls.log;; esac\n'
+        "exit $rc\n",
+        mode=0o755,
+    )
+    try:
+        repos = [{"url": server.url(f"r{n}"), "dest": f"r{n}"} for n in range(6)]
+        configure(box, repos, git={"workers": 2})
+        clean_start(box)
+    finally:
+        server.kill()
+    events = sorted(
+        (float(t), 1 if kind == "start" else -1)
+        for kind, t in (
+            line.split()
+            for line in box.host_view("/var/log/git-calls.log").read_text().splitlines()
+        )
+    )
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    assert len(events) == 12
+    assert peak == 2

@@ -3,8 +3,9 @@
 Design, and why:
 
 * **A worker that already is the user.** Root never runs git: `start_worker` starts
-  `python -I -m nbinit.gitsync` through `privilege.spawn_detached_as_user` (uid, gid, no
-  supplementary groups, the user's HOME and umask). Every file nbinit writes in the home
+  `python -I -m nbinit.gitsync` (from the zipapp too) through
+  `privilege.spawn_detached_as_user` (uid, gid, the user's own groups never root's, the
+  user's HOME and umask). Every file nbinit writes in the home
   (clones, renamed-aside files, backups, locks, the progress file) is written by that
   worker, so no root-owned file lands in the home, git's "dubious ownership" check never
   fires, and a symlink the user planted can only redirect the user's own writes. The
@@ -1299,9 +1300,11 @@ def start_worker(
     for key in ("NBINIT_LOG_FORMAT", "NBINIT_DEBUG", "NBINIT_GIT_TOKEN", "NBINIT_GIT_USERNAME"):
         if env.get(key):
             worker_env[key] = env[key]
+    from nbinit import bundle  # `python -I -m nbinit.gitsync`, from the zipapp too
+
     pgid, fd = privilege.spawn_detached_as_user(
         identity,
-        [sys.executable, "-I", "-m", "nbinit.gitsync"],
+        bundle.module_command("nbinit.gitsync"),
         env=worker_env,
         cwd=home if os.path.isdir(home) else "/",
         stdin_data=json.dumps(job).encode(),

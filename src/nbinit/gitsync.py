@@ -1285,6 +1285,7 @@ def start_worker(
     *,
     dry_run: bool = False,
     terminal: bool = False,
+    timeout: float = 10.0,
 ) -> Worker:
     """Start `python -m nbinit.gitsync` as the user, detached, and hand it the plan."""
     home = identity.home if identity else env.get("HOME", "")
@@ -1308,6 +1309,7 @@ def start_worker(
         env=worker_env,
         cwd=home if os.path.isdir(home) else "/",
         stdin_data=json.dumps(job).encode(),
+        timeout=timeout,
     )
     return Worker(pgid, fd)
 

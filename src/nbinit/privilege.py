@@ -150,6 +150,7 @@ def spawn_detached_as_user(
     cwd: str = "/",
     umask: int = 0o022,
     stdin_data: bytes = b"",
+    timeout: float = 10.0,
 ) -> tuple[int, int]:
     """Start argv as the user, detached; returns (its process group, fd of its stdout).
 
@@ -183,7 +184,14 @@ def spawn_detached_as_user(
         os.close(write_out)
     with _children_lock:
         _detached.add(middle.pid)
-    middle.wait(timeout=10)
+    try:
+        middle.wait(timeout=max(timeout, 0.01))
+    except subprocess.TimeoutExpired:
+        _kill_group(middle)
+        forget_detached(middle.pid)
+        os.close(write_in)
+        os.close(read_out)
+        raise
     with os.fdopen(write_in, "wb") as handle, contextlib.suppress(BrokenPipeError):
         handle.write(stdin_data)
     return middle.pid, read_out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -847,3 +848,21 @@ def test_parallel_clones_stay_within_git_workers(box, tmp_path):
         peak = max(peak, running)
     assert len(events) == 12
     assert peak == 2
+
+
+def test_sigterm_during_sync_stops_everything_and_never_starts_the_server(box):
+    hang = HangServer()
+    try:
+        configure(box, [{"url": hang.url("hung"), "dest": "hung"}])
+        started = time.monotonic()
+        result = start(
+            box, command=("sh", "-c", "echo started"), send_signal_after=(1.5, signal.SIGTERM)
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        hang.stop()
+    assert result.returncode == 143, result.stderr
+    assert result.stdout == ""
+    assert "terminated by signal before the server started" in result.stderr
+    assert elapsed < 5
+    assert not home(box, "hung").exists()

@@ -9,6 +9,7 @@ room for the rest, and whatever is unfinished then goes on in the background.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from dataclasses import asdict
 from typing import Any, Optional
@@ -111,8 +112,10 @@ def run(ctx: Context) -> StepResult:
         return skipped("repos", "no repos configured")
     env = {**ctx.env, **extra}
     try:
-        worker = gitsync.start_worker(ctx.user, plans, policy, env, dry_run=ctx.dry_run)
-    except (OSError, NbinitError) as exc:
+        worker = gitsync.start_worker(
+            ctx.user, plans, policy, env, dry_run=ctx.dry_run, timeout=ctx.deadline.cap(5.0)
+        )
+    except (OSError, NbinitError, subprocess.TimeoutExpired) as exc:
         ctx.log.warning(f"cannot start the git worker as {ctx.user.name}: {exc}")
         return degraded("repos", "git worker did not start")
     reserve = min(RESERVE_SECONDS, RESERVE_SHARE * ctx.deadline.seconds)

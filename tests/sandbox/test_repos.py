@@ -866,3 +866,43 @@ def test_sigterm_during_sync_stops_everything_and_never_starts_the_server(box):
     assert "terminated by signal before the server started" in result.stderr
     assert elapsed < 5
     assert not home(box, "hung").exists()
+
+
+def test_repos_sync_in_a_terminal_waits_its_turn_behind_the_background_sync(box, tmp_path):
+    root = tmp_path / "slow"
+    root.mkdir()
+    Pusher(make_bare(root, "big"), tmp_path / "bigwork").publish(
+        {"blob.bin": os.urandom(2_000_000).hex()}
+    )
+    server = GitHttpProcess(root, throttle=0.05)
+    try:
+        configure(box, [{"url": server.url("big"), "dest": "big"}])
+        # The "server" is jovyan's terminal: it syncs while the background clone still runs.
+        result = start(
+            box,
+            command=("sh", "-c", "nbinit repos sync; echo rc=$?; sleep 15"),
+            env={"NBINIT_DEADLINE": "2"},
+        )
+    finally:
+        server.kill()
+    assert result.returncode == 0, result.stderr
+    assert re.search(
+        r"INFO\[.*\] nbinit: big: another nbinit \(host \S+, pid \d+\) is syncing it", result.stderr
+    ), result.stderr
+    assert "rc=0" in result.stdout
+    assert len(read(box, "big/blob.bin")) == 4_000_000
+
+
+def test_deleting_a_file_gives_upstreams_copy_even_after_earlier_edits_were_kept(box, upstream):
+    """nbgitpuller#279: there, an earlier auto-commit came back; here delete means reset."""
+    pusher = upstream.repo("course", {"a.txt": BASE})
+    configure(box, [{"url": upstream.url("course"), "dest": "course"}])
+    clean_start(box)
+    user_write(box, "course/a.txt", BASE.replace("1\n", "mine\n"))
+    pusher.publish({"b.txt": "b\n"})
+    clean_start(box)  # the edit is kept (auto-committed)
+    assert read(box, "course/a.txt") == BASE.replace("1\n", "mine\n")
+    home(box, "course/a.txt").unlink()
+    pusher.publish({"a.txt": BASE + "8\n"})
+    clean_start(box)
+    assert read(box, "course/a.txt") == BASE + "8\n"

@@ -218,6 +218,9 @@ class _BackendHandler(http.server.BaseHTTPRequestHandler):
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The default backlog of 5 overflows when a loaded 2-core CI machine stalls the accept
+    # loop, and the kernel then resets new connections (seen once as a flaky clone).
+    request_queue_size = 128
 
 
 class GitHttpServer:

@@ -12,12 +12,14 @@ import os
 import subprocess
 import time
 from dataclasses import asdict
-from typing import Any, Optional
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Optional
 
-from nbinit import config, gitsync, privilege
+from nbinit import config, privilege
 from nbinit.context import Context, StepResult, degraded, ok, skipped
 from nbinit.errors import NbinitError
+
+if TYPE_CHECKING:
+    from nbinit import gitsync
 
 DOTFILE = ".nbinit.yaml"
 # Left for the steps after this one (gpu, hooks) and the exec, out of the deadline.
@@ -27,6 +29,10 @@ RESERVE_SHARE = 0.25
 
 def policy_for(ctx: Context) -> tuple[gitsync.Policy, dict[str, str]]:
     """The admin's git policy, and the extra environment for the worker (the token)."""
+    from urllib.parse import urlsplit
+
+    from nbinit import gitsync
+
     settings = ctx.section("git") or {}
     policy = gitsync.Policy.from_section(settings)
     extra: dict[str, str] = {}
@@ -50,6 +56,9 @@ def policy_for(ctx: Context) -> tuple[gitsync.Policy, dict[str, str]]:
 def read_dotfile(ctx: Context, home: str) -> tuple[list[dict[str, Any]], str]:
     """The user's repos from ~/.nbinit.yaml, read with the user's rights, never root's."""
     path = os.path.join(home, DOTFILE)
+    if not os.path.lexists(path):
+        # lstat follows nothing: the common case (no dotfile) costs no process as the user.
+        return [], path
     timeout = max(1.0, ctx.deadline.cap(3.0))
     data = privilege.read_file_as_user(
         ctx.user, path, limit=config.MAX_CONFIG_BYTES, timeout=timeout
@@ -62,8 +71,8 @@ def read_dotfile(ctx: Context, home: str) -> tuple[list[dict[str, Any]], str]:
     return repos, path
 
 
-def collect(ctx: Context, policy: gitsync.Policy, home: str) -> tuple[list[gitsync.RepoPlan], int]:
-    """Every repo that passes the policy, admin's first; each refusal is one WARNING line."""
+def declared(ctx: Context, home: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(declared_by, where, item) for the admin's repos, then the user's dotfile's."""
     items: list[tuple[str, str, dict[str, Any]]] = [
         ("admin", f"repos.{i}", item) for i, item in enumerate(ctx.section("repos") or [])
     ]
@@ -73,6 +82,18 @@ def collect(ctx: Context, policy: gitsync.Policy, home: str) -> tuple[list[gitsy
         ctx.log.warning(f"your repos are skipped: {exc}")
         user_items = []
     items += [("user", f"~/{DOTFILE} repos.{i}", item) for i, item in enumerate(user_items)]
+    return items
+
+
+def collect(
+    ctx: Context,
+    policy: gitsync.Policy,
+    home: str,
+    items: list[tuple[str, str, dict[str, Any]]],
+) -> tuple[list[gitsync.RepoPlan], int]:
+    """Every repo that passes the policy, admin's first; each refusal is one WARNING line."""
+    from nbinit import gitsync
+
     plans: list[gitsync.RepoPlan] = []
     refused = 0
     taken: dict[str, str] = {}
@@ -104,8 +125,14 @@ def run(ctx: Context) -> StepResult:
     home = ctx.user.home
     if not os.path.isdir(home):
         return skipped("repos", f"home {home} does not exist")
+    items = declared(ctx, home)
+    if not items:
+        # Before importing gitsync: a start with no repos pays nothing for git.
+        return skipped("repos", "no repos configured")
+    from nbinit import gitsync
+
     policy, extra = policy_for(ctx)
-    plans, refused = collect(ctx, policy, home)
+    plans, refused = collect(ctx, policy, home, items)
     if not plans:
         if refused:
             return degraded("repos", f"{refused} repo(s) refused, none to sync")
@@ -168,9 +195,11 @@ def sync_now(ctx: Context, dry_run: bool) -> int:
     if ctx.user is None:
         ctx.log.error("no notebook user to run git as: run `nbinit repos sync` as that user")
         return EXIT_FATAL
+    from nbinit import gitsync
+
     home = ctx.user.home
     policy, extra = policy_for(ctx)
-    plans, refused = collect(ctx, policy, home)
+    plans, refused = collect(ctx, policy, home, declared(ctx, home))
     if not plans:
         ctx.log.info("no repos to sync" + (f" ({refused} refused)" if refused else ""))
         return EXIT_DEGRADED if refused else EXIT_OK

@@ -41,18 +41,6 @@ PINS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
         "96e268b0cbda016ac519513294fcd17032264085b600abaac58b93049477e132",
     ),
     (
-        "gitdb",
-        "4.0.12",
-        ("gitdb",),
-        "67073e15955400952c6565cc3e707c554a4eea2e428946f7a4c162fab9bd9bcf",
-    ),
-    (
-        "GitPython",
-        "3.2.1",
-        ("git",),
-        "d66b0832aa8755c1a84892937282df0befb16c97e5a64aeebd68be9c5e323f53",
-    ),
-    (
         "idna",
         "3.20",
         ("idna",),
@@ -69,12 +57,6 @@ PINS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
         "2.32.5",
         ("requests",),
         "2462f94637a34fd532264295e186976db0f5d453d1cdd31473c85a6a161affb6",
-    ),
-    (
-        "smmap",
-        "5.0.3",
-        ("smmap",),
-        "c106e05d5a61449cf6ba9a1e650227ecfb141590d2a98412103ff35d89fc7b2f",
     ),
     (
         "urllib3",

@@ -24,8 +24,8 @@ Design, and why:
   `import git` itself runs `git version` outside any timeout and took 0.10-0.17 s in the
   worker on the 2-core test machine, 10-15 % of the 1 s budget of a restart where nothing
   changed. What the worker needs to inspect (HEAD, refs, origin) it reads from `.git`'s
-  files or asks `git` through the runner. Nothing here imports `git`; GitPython stays a
-  dependency for anyone who wants it, never a second way to run git.
+  files or asks `git` through the runner. Nothing imports `git`, so GitPython is not a
+  dependency at all: shipping it into every image would only offer a second way to run git.
 * **The policy.** URLs: allowed schemes (`git.allowed_schemes`), allowed hosts for
   user-declared repos (`git.allowed_hosts`), `ext::`/`fd::`/any `transport::` never,
   `file` only when the admin lists it, nothing that starts with `-`, no password in a

@@ -310,8 +310,8 @@ def test_zipapp_runs_on_isolated_python_without_site_packages(sandbox, tree):
         "set -e; /usr/bin/python3 -I -S /usr/local/bin/nbinit --version; "
         "/usr/bin/python3 -I /usr/local/bin/nbinit config validate /etc/nbinit/config.yaml; "
         '/usr/bin/python3 -I -S -c \'import sys; sys.path.insert(0, "/usr/local/bin/nbinit"); '
-        "import yaml, requests, git, certifi; "
-        "print(yaml.__file__, requests.__file__, git.__file__, yaml.__with_libyaml__); "
+        "import yaml, requests, certifi; "
+        "print(yaml.__file__, requests.__file__, certifi.__file__, yaml.__with_libyaml__); "
         'import importlib.util as u; print(u.find_spec("psutil"))\''
     )
     result = sandbox.run(["sh", "-c", script], env={"PATH": IMAGE_PATH})
@@ -322,7 +322,7 @@ def test_zipapp_runs_on_isolated_python_without_site_packages(sandbox, tree):
     assert modules.split() == [
         "/usr/local/bin/nbinit/yaml/__init__.py",
         "/usr/local/bin/nbinit/requests/__init__.py",
-        "/usr/local/bin/nbinit/git/__init__.py",
+        "/usr/local/bin/nbinit/certifi/__init__.py",
         "False",
     ]
     assert psutil == "None"  # not in the image: nbinit falls back to /proc

@@ -86,8 +86,7 @@ def run_step(ctx: Context, name: str, step: Optional[Step] = None) -> StepResult
 def run_steps(ctx: Context, names: tuple[str, ...]) -> bool:
     """Run the steps in order; False when a critical step failed."""
     for name in names:
-        # config and user always run: skipping the user step would start the server as root.
-        if ctx.deadline.expired() and name != "config" and name not in CRITICAL:
+        if ctx.deadline.expired() and name != "config" and not _must_run(ctx, name):
             ctx.log.warning(f"{name}: skipped, the {ctx.deadline.seconds:g}s deadline has passed")
             ctx.results.append(failed(name, "deadline passed"))
             ctx.results[-1].outcome = "skipped"
@@ -96,6 +95,18 @@ def run_steps(ctx: Context, names: tuple[str, ...]) -> bool:
         if result.outcome == FAILED and result.details.get("critical"):
             return False
     return True
+
+
+def _must_run(ctx: Context, name: str) -> bool:
+    """A step that must run even past the deadline says so with `must_run(ctx)`.
+
+    Skipping the user step would start the server as root; skipping a required GPU check
+    would start a server without the GPU it was promised. Such steps keep a floor of time.
+    """
+    import importlib
+
+    check = getattr(importlib.import_module(f"nbinit.steps.{name}"), "must_run", None)
+    return bool(check and check(ctx))
 
 
 def summary(ctx: Context) -> str:

@@ -154,6 +154,22 @@ def test_required_gpu_absent_is_fatal_and_the_server_never_starts(sandbox):
     ]
 
 
+def test_required_gpu_is_checked_even_after_the_deadline_passed(sandbox):
+    """A deadline spent before the gpu step must not turn `require: true` into a GPU-less server."""
+    sandbox.add_jovyan()
+    bake(sandbox, "version: 1\ngpu:\n  require: true\n")
+    result = sandbox.run(
+        ["nbinit", "start", "--", "sh", "-c", "touch /var/tmp/server-started"],
+        env={"NBINIT_DEADLINE": "0.01"},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "/var/tmp/server-started" not in sandbox.changed_paths()
+    assert [message(line) for line in result.lines("FATAL")][0].startswith(
+        "gpu.require is true but no usable GPU"
+    )
+    assert not any("gpu: skipped" in line for line in result.lines("WARNING"))
+
+
 def test_required_gpu_absent_in_poststart_still_exits_zero(sandbox):
     """postStart must never fail (a failing hook kills the container): ERROR, exit 0."""
     sandbox.add_jovyan()

@@ -16,15 +16,27 @@ FIX_REQUIRED = (
 )
 
 
+# When the GPU is required, the check runs even past the deadline, with at least this long.
+MIN_BUDGET = 2.0
+
+
+def must_run(ctx: Context) -> bool:
+    """A required GPU is checked even past the deadline: never start without the evidence."""
+    return ctx.section("gpu")["require"] is True
+
+
 def run(ctx: Context) -> StepResult:
     settings = ctx.section("gpu")
     require = settings["require"]
     if require is False:
         return skipped("gpu", "gpu.require is false")
+    timeout = ctx.deadline.cap(float(settings["timeout"]))
+    if require is True:
+        timeout = max(timeout, min(MIN_BUDGET, float(settings["timeout"])))
     report = gpu.gather(
         ctx.env,
         identity=ctx.user,
-        timeout=ctx.deadline.cap(float(settings["timeout"])),
+        timeout=timeout,
         frameworks=tuple(settings.get("frameworks") or ()),
         frameworks_timeout=ctx.deadline.cap(float(settings.get("frameworks_timeout", 30))),
     )

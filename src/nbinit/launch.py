@@ -109,7 +109,13 @@ def supervise(child: int, forwarded: set[signal.Signals]) -> int:
 
 
 def server_environment(ctx: Context) -> dict[str, str]:
+    """The pod's environment for the server, less every secret nbinit knows of."""
     secret = tuple((ctx.config.get("user") or {}).get("secret_env", ()))
+    # The repos' token is for git (handed over by a credential helper), never the server's:
+    # an admin must not have to remember to list it in user.secret_env as well.
+    token_env = (ctx.config.get("git") or {}).get("token_env")
+    if token_env:
+        secret += (token_env,)
     env = privilege.user_environment(ctx.user, ctx.env, secret)
     env.update(ctx.server_env)
     return env

@@ -97,9 +97,10 @@ def passwd_line(box, name: str) -> str:
 def test_own_account_beside_jovyan(sandbox):
     sandbox.add_jovyan()
     sandbox.mkdir("/s/alice/jupyterhub")
-    baked(sandbox, "user:\n  secret_env: [MY_SECRET]\n")
+    baked(sandbox, "user:\n  secret_env: [MY_SECRET]\ngit:\n  token_env: MY_GIT_TOKEN\n")
     before = prepared(sandbox)
     env = {**ALICE, "NBINIT_CONFIG_TOKEN": "tok-canary-1", "MY_SECRET": "sec-canary-2"}
+    env["MY_GIT_TOKEN"] = "git-canary-3"  # the repos' token is git's, never the server's
     env["PYTHONPATH"] = "/opt/extra"
     env["LD_LIBRARY_PATH"] = "/opt/lib"
     result = sandbox.run(
@@ -112,6 +113,7 @@ def test_own_account_beside_jovyan(sandbox):
     assert out[2] == "tini"
     environment = dict(line.split("=", 1) for line in out[3:] if "=" in line)
     assert "NBINIT_CONFIG_TOKEN" not in environment and "MY_SECRET" not in environment
+    assert "MY_GIT_TOKEN" not in environment
     assert "canary" not in result.stdout + result.stderr
     assert environment["PYTHONPATH"] == "/opt/extra"
     assert environment["LD_LIBRARY_PATH"] == "/opt/lib"

@@ -126,6 +126,30 @@ class Sandbox:
             "-u 1000 -g 100 -s /bin/bash jovyan"
         )
 
+    def _carry_hidden_trees(self) -> list[str]:
+        """Shell lines that bring the project and venv back when /tmp or /run hid them.
+
+        CI may clone the project under /tmp, which the container's fresh tmpfs covers. Each
+        such tree gets an overlay of its own (changes land here, never in the host's tree).
+        """
+        lines = []
+        trees = sorted({str(PROJECT), str(VENV)})
+        for index, tree in enumerate(trees):
+            if any(tree.startswith(other + "/") for other in trees):
+                continue  # the venv inside the project comes with it
+            if not tree.startswith(("/tmp/", "/run/")):
+                continue
+            upper, work = self.base / f"carry{index}-upper", self.base / f"carry{index}-work"
+            upper.mkdir(exist_ok=True)
+            work.mkdir(exist_ok=True)
+            target = shlex.quote(tree)
+            lines += [
+                f'mkdir -p "$R"{target}',
+                f"mount -t overlay overlay -o lowerdir={target},upperdir={upper},"
+                f'workdir={work} "$R"{target}',
+            ]
+        return lines
+
     # -- running --------------------------------------------------------------------------
     def run(
         self,
@@ -152,6 +176,7 @@ class Sandbox:
             "mount --rbind -o ro /sys $R/sys 2>/dev/null || mount --bind /sys $R/sys",
             "mount -t tmpfs -o mode=1777 tmpfs $R/tmp",
             "mount -t tmpfs -o mode=755 tmpfs $R/run",
+            *self._carry_hidden_trees(),
             "for d in "
             + " ".join(shlex.quote(p) for p in reachable)
             + '; do chmod o+rx "$R$d" 2>/dev/null || true; done',

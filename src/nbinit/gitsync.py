@@ -263,6 +263,14 @@ def check_dest(home: str, dest: str) -> str:
     return path
 
 
+def unused_name(stem: str, ext: str = "", separator: str = "-") -> str:
+    """stem+ext, else stem-1+ext, stem-2+ext...: a name nothing holds, not even a dead link."""
+    name, counter = f"{stem}{ext}", 1
+    while os.path.lexists(name):
+        name, counter = f"{stem}{separator}{counter}{ext}", counter + 1
+    return name
+
+
 def ensure_inside(home: str, path: str, parent: bool = False) -> None:
     """path must resolve inside home (or be it, for a parent); re-checked before every write."""
     real_home = os.path.realpath(home)
@@ -954,11 +962,7 @@ class RepoSync:
                 ):
                     continue
                 root, ext = os.path.splitext(candidate)
-                target = f"{root}__{stamp}{ext}"
-                counter = 1
-                while os.path.lexists(target):
-                    target = f"{root}__{stamp}_{counter}{ext}"
-                    counter += 1
+                target = unused_name(f"{root}__{stamp}", ext, separator="_")
                 ensure_inside(self.home, os.path.dirname(candidate), parent=True)
                 os.rename(candidate, target)
                 renamed.append(os.path.relpath(target, self.path))
@@ -1035,11 +1039,7 @@ class RepoSync:
                 "`on_diverge: backup` to back up and clone again"
             )
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        backup = f"{self.path}.backup-{stamp}"
-        counter = 1
-        while os.path.lexists(backup):
-            backup = f"{self.path}.backup-{stamp}-{counter}"
-            counter += 1
+        backup = unused_name(f"{self.path}.backup-{stamp}")
         ensure_inside(self.home, os.path.dirname(backup), parent=True)
         self.check_lock()
         os.rename(self.path, backup)

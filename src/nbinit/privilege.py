@@ -348,6 +348,30 @@ def _copy_file(
         os.close(source)
 
 
+def write_file_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Write via a fresh temp file and rename, so a reader never sees half a file.
+
+    O_EXCL|O_NOFOLLOW: a planted symlink at the temp name can never redirect the write,
+    and rename replaces a symlink at the final name instead of following it. durable=False
+    skips the fsync (still atomic for readers; only a power cut could lose it).
+    """
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.chmod(tmp, mode)  # the umask must not make a file unreadable to whom it is for
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def read_file_as_user(
     identity: Optional[Identity], path: str, *, limit: int, timeout: float
 ) -> Optional[bytes]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
 from typing import Any, Optional
 
+from nbinit import privilege
 from nbinit.context import DEGRADED, FAILED, OK, Context
 
 ROOT_STATUS_DIR = "/run/nbinit"
@@ -68,29 +68,10 @@ def build_status(ctx: Context, finished: bool = False) -> dict[str, Any]:
 def write_json_atomic(
     path: str, data: dict[str, Any], mode: int = 0o644, durable: bool = True
 ) -> None:
-    """Write via a fresh temp file and rename, so a reader never sees half a file.
-
-    O_EXCL|O_NOFOLLOW: a planted symlink at the temp name can never redirect the write,
-    and rename replaces a symlink at the final name instead of following it. durable=False
-    skips the fsync (still atomic for readers; only a power cut could lose it).
-    """
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.chmod(tmp, mode)  # the umask must not make the status unreadable to the user
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """The JSON of data at path, atomically (privilege.write_file_atomic), its directory made."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    privilege.write_file_atomic(path, text.encode(), mode=mode, durable=durable)
 
 
 def write_status(ctx: Context, finished: bool = False) -> None:

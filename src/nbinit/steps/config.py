@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any, Optional
 
-from nbinit import config, fetch, schema
+from nbinit import config, fetch, privilege, schema
 from nbinit.context import Context, StepResult, degraded, ok
 from nbinit.errors import NbinitError
 
@@ -37,21 +37,6 @@ def read_trusted_file(path: str) -> Optional[bytes]:
     return fetch.read_trusted_file(path, config.MAX_CONFIG_BYTES)
 
 
-def _write_private(path: str, data: bytes) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_last_good(path: str, data: bytes, shown_url: str) -> None:
     """Keep the last admin config that passed validation, root-only, for when the fetch fails.
 
@@ -72,8 +57,10 @@ def save_last_good(path: str, data: bytes, shown_url: str) -> None:
         "sha256": fetch.sha256_hex(data),
         "fetched": time.time(),
     }
-    _write_private(path, data)
-    _write_private(os.path.join(directory, LAST_GOOD_META), json.dumps(meta).encode())
+    privilege.write_file_atomic(path, data, mode=0o600)
+    privilege.write_file_atomic(
+        os.path.join(directory, LAST_GOOD_META), json.dumps(meta).encode(), mode=0o600
+    )
 
 
 def load_last_good(

@@ -15,7 +15,6 @@ import re
 import stat
 import subprocess
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from nbinit import privilege
@@ -36,9 +35,8 @@ HUB_SETTING = (
 HOME_MODE = 0o755
 
 
-@dataclass
 class Policy:
-    """The `user` section of the config, typed."""
+    """The `user` section of the config, typed: class attributes are the defaults."""
 
     marker: str = "/s/{user}/jupyterhub"
     home: str = "/home/{user}"

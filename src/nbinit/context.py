@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from nbinit.log import Log
@@ -16,19 +15,30 @@ FAILED = "failed"
 OUTCOMES = (OK, SKIPPED, DEGRADED, FAILED)
 
 
-@dataclass
 class StepResult:
     """What one step did: outcome, the reason when it did not simply succeed, and timing."""
 
-    name: str
-    outcome: str = OK
-    reason: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-    started: float = 0.0
-    finished: float = 0.0
-    duration: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    # Plain classes, not dataclasses: `import dataclasses` pulls in inspect and ast, about
+    # 10 ms of every pod start (benchmarks/startup.py).
+    def __init__(
+        self,
+        name: str,
+        outcome: str = OK,
+        reason: str = "",
+        details: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.name = name
+        self.outcome = outcome
+        self.reason = reason
+        self.details: dict[str, Any] = details if details is not None else {}
+        self.started = 0.0
+        self.finished = 0.0
+        self.duration = 0.0
+        self.warnings: list[str] = []
+        self.errors: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"StepResult({self.name!r}, {self.outcome!r}, {self.reason!r})"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -81,39 +91,62 @@ class Deadline:
         return max(0.0, min(seconds, self.remaining()))
 
 
-@dataclass
 class Identity:
     """The account the server will run as."""
 
-    name: str
-    uid: int
-    gid: int
-    home: str
-    shell: str = "/bin/bash"
-    group: str = ""
+    def __init__(
+        self, name: str, uid: int, gid: int, home: str, shell: str = "/bin/bash", group: str = ""
+    ) -> None:
+        self.name = name
+        self.uid = uid
+        self.gid = gid
+        self.home = home
+        self.shell = shell
+        self.group = group
+
+    def _key(self) -> tuple[str, int, int, str, str, str]:
+        return (self.name, self.uid, self.gid, self.home, self.shell, self.group)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Identity) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return "Identity(name={!r}, uid={}, gid={}, home={!r}, shell={!r}, group={!r})".format(
+            *self._key()
+        )
 
 
-@dataclass
 class Context:
     """Everything a run knows, passed explicitly to every step (no hidden global state)."""
 
-    mode: str
-    env: dict[str, str]
-    log: Log
-    deadline: Deadline
-    command: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-    # Where each top-level config key came from: "defaults", a file path or a URL.
-    sources: dict[str, str] = field(default_factory=dict)
-    is_root: bool = field(default_factory=lambda: os.geteuid() == 0)
-    user: Optional[Identity] = None
-    results: list[StepResult] = field(default_factory=list)
-    # Variables the steps add to the server's environment (e.g. NBINIT_GPU_COUNT).
-    server_env: dict[str, str] = field(default_factory=dict)
-    # Work that goes on after exec, as the user (repo sync past the deadline).
-    background: list[Callable[[], None]] = field(default_factory=list)
-    status_path: str = ""
-    dry_run: bool = False
+    def __init__(
+        self,
+        mode: str,
+        env: dict[str, str],
+        log: Log,
+        deadline: Deadline,
+        command: Optional[list[str]] = None,
+    ) -> None:
+        self.mode = mode
+        self.env = env
+        self.log = log
+        self.deadline = deadline
+        self.command: list[str] = command or []
+        self.config: dict[str, Any] = {}
+        # Where each top-level config key came from: "defaults", a file path or a URL.
+        self.sources: dict[str, str] = {}
+        self.is_root = os.geteuid() == 0
+        self.user: Optional[Identity] = None
+        self.results: list[StepResult] = []
+        # Variables the steps add to the server's environment (e.g. NBINIT_GPU_COUNT).
+        self.server_env: dict[str, str] = {}
+        # Work that goes on after exec, as the user (repo sync past the deadline).
+        self.background: list[Callable[[], None]] = []
+        self.status_path = ""
+        self.dry_run = False
 
     def section(self, key: str) -> Any:
         """A step reads only its own section of the effective config."""

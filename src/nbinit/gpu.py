@@ -8,12 +8,12 @@ own NGC entrypoint (`50-gpu-driver-check.sh`), with nbinit's words and timeouts.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from nbinit import privilege
@@ -59,43 +59,79 @@ _SMI_LIST_LINE = re.compile(r"^GPU\s+(\d+):\s+(.*?)\s+\(UUID:\s*([^)]+)\)")
 _NO_DEVICES = ("", "none", "void")
 
 
-@dataclass
 class Paths:
     """Where the evidence lives; tests point these at fixtures."""
 
-    dev: str = "/dev"
-    proc_version: str = "/proc/driver/nvidia/version"
-    ld_cache: str = "/etc/ld.so.cache"
-    cuda_home: str = "/usr/local/cuda"
-    shm: str = "/dev/shm"
+    dev = "/dev"
+    proc_version = "/proc/driver/nvidia/version"
+    ld_cache = "/etc/ld.so.cache"
+    cuda_home = "/usr/local/cuda"
+    shm = "/dev/shm"
+
+    def __init__(self, **paths: str) -> None:
+        for key, value in paths.items():
+            if not hasattr(Paths, key):
+                raise TypeError(f"Paths has no {key!r}")
+            setattr(self, key, value)
 
 
-@dataclass
+# Report's fields and their defaults, in report order (lists and dicts copied per report).
+# A plain class, not a dataclass: `import dataclasses` costs every pod start ~10 ms.
+_REPORT_FIELDS: dict[str, Any] = {
+    "control_node": False,
+    "device_nodes": [],
+    "libcuda": None,
+    "libcuda_compat": None,
+    "driver_version": None,
+    "driver_source": "",
+    "smi": "not run",  # ok | not found | timeout after Ns | failed: ... | not run
+    "gpus": [],
+    "nvidia_visible_devices": None,
+    "cuda_visible_devices": None,
+    "cuda_version": None,
+    "cuda_source": "",
+    "required_driver": None,
+    "compat_floor": None,
+    "shm_bytes": None,
+    "frameworks": {},
+    "count": 0,
+    "warnings": [],
+    "notes": [],
+}
+
+
 class Report:
     """Everything the GPU report knows; `count` is what the server's environment gets."""
 
-    control_node: bool = False
-    device_nodes: list[str] = field(default_factory=list)
-    libcuda: Optional[str] = None
-    libcuda_compat: Optional[str] = None
-    driver_version: Optional[str] = None
-    driver_source: str = ""
-    smi: str = "not run"  # ok | not found | timeout after Ns | failed: ... | not run
-    gpus: list[dict[str, Any]] = field(default_factory=list)
-    nvidia_visible_devices: Optional[str] = None
-    cuda_visible_devices: Optional[str] = None
-    cuda_version: Optional[str] = None
-    cuda_source: str = ""
-    required_driver: Optional[str] = None
-    compat_floor: Optional[str] = None
-    shm_bytes: Optional[int] = None
-    frameworks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    count: int = 0
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    control_node: bool
+    device_nodes: list[str]
+    libcuda: Optional[str]
+    libcuda_compat: Optional[str]
+    driver_version: Optional[str]
+    driver_source: str
+    smi: str
+    gpus: list[dict[str, Any]]
+    nvidia_visible_devices: Optional[str]
+    cuda_visible_devices: Optional[str]
+    cuda_version: Optional[str]
+    cuda_source: str
+    required_driver: Optional[str]
+    compat_floor: Optional[str]
+    shm_bytes: Optional[int]
+    frameworks: dict[str, dict[str, Any]]
+    count: int
+    warnings: list[str]
+    notes: list[str]
+
+    def __init__(self, **values: Any) -> None:
+        unknown = set(values) - set(_REPORT_FIELDS)
+        if unknown:
+            raise TypeError(f"Report has no {sorted(unknown)}")
+        for key, default in _REPORT_FIELDS.items():
+            setattr(self, key, values[key] if key in values else copy.copy(default))
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {key: copy.deepcopy(getattr(self, key)) for key in _REPORT_FIELDS}
 
     def evidence(self) -> str:
         """What was looked at, in one clause, for a FATAL line or the log."""

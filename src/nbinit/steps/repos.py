@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Optional
 
 from nbinit import config, privilege
@@ -210,6 +209,7 @@ def sync_now(ctx: Context, dry_run: bool) -> int:
         done, problems = _follow(ctx, worker, None)
         problems += len(plans) - len(done)
     else:
+        from dataclasses import asdict
 
         def report(outcome: gitsync.Outcome) -> None:
             nonlocal problems

@@ -1107,8 +1107,11 @@ class Progress:
             return
         from nbinit import status
 
-        with contextlib.suppress(OSError):  # a full disk must not stop the sync itself
-            status.write_json_atomic(self.path, self.data, mode=0o644)
+        # Atomic but not fsync'd: it is rewritten at every repo's start and end, under the
+        # mutex the workers share, and only reports progress. A full disk must not stop the
+        # sync itself.
+        with contextlib.suppress(OSError):
+            status.write_json_atomic(self.path, self.data, mode=0o644, durable=False)
 
 
 Reporter = Callable[[Outcome], None]

@@ -151,3 +151,13 @@ class Context:
     def section(self, key: str) -> Any:
         """A step reads only its own section of the effective config."""
         return self.config.get(key)
+
+    def secret_names(self) -> tuple[str, ...]:
+        """Variables no process run as the user may see: user.secret_env and the git token.
+
+        The repos' token is git's (handed over by a credential helper), never a hook's or
+        the server's: an admin must not have to list it in user.secret_env as well.
+        """
+        names = tuple((self.config.get("user") or {}).get("secret_env", ()))
+        token_env = (self.config.get("git") or {}).get("token_env")
+        return (*names, token_env) if token_env else names

@@ -36,14 +36,6 @@ def find_tini(path: Optional[str]) -> Optional[str]:
     return shutil.which("tini", path=path)
 
 
-def wrap_with_init(argv: list[str], path: Optional[str]) -> list[str]:
-    """As PID 1, put tini in front (signals reach the server's group, zombies are reaped)."""
-    if os.getpid() != 1:
-        return argv  # an init (tini, dumb-init, the kubelet's pause) is already there
-    tini = find_tini(path)
-    return [tini, "-g", "--", *argv] if tini else argv
-
-
 # Never forwarded: the kernel's synchronous faults, and the two nobody can catch.
 _NOT_FORWARDED = {
     signal.SIGCHLD,
@@ -110,13 +102,7 @@ def supervise(child: int, forwarded: set[signal.Signals]) -> int:
 
 def server_environment(ctx: Context) -> dict[str, str]:
     """The pod's environment for the server, less every secret nbinit knows of."""
-    secret = tuple((ctx.config.get("user") or {}).get("secret_env", ()))
-    # The repos' token is for git (handed over by a credential helper), never the server's:
-    # an admin must not have to remember to list it in user.secret_env as well.
-    token_env = (ctx.config.get("git") or {}).get("token_env")
-    if token_env:
-        secret += (token_env,)
-    env = privilege.user_environment(ctx.user, ctx.env, secret)
+    env = privilege.user_environment(ctx.user, ctx.env, ctx.secret_names())
     env.update(ctx.server_env)
     return env
 

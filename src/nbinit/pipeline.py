@@ -14,7 +14,6 @@ from typing import Callable, Optional
 from nbinit import privilege, status
 from nbinit.context import FAILED, Context, StepResult, failed
 from nbinit.errors import (
-    EXIT_DEGRADED,
     EXIT_FATAL,
     EXIT_OK,
     EXIT_TERMINATED,
@@ -310,9 +309,3 @@ def _mark_stopped(ctx: Context, message: str) -> None:
     data["errors"] = [*data.get("errors", []), message]
     with contextlib.suppress(OSError):
         status.write_json_atomic(ctx.status_path, data)
-
-
-def exit_code_for(ctx: Context) -> int:
-    """For commands that return instead of exec: 0 ok, 2 degraded, 1 failed."""
-    outcome = status.overall_outcome(ctx)
-    return {"ok": EXIT_OK, "degraded": EXIT_DEGRADED}.get(outcome, EXIT_FATAL)

@@ -76,6 +76,22 @@ def test_helper_processes_run_as_the_user_with_clean_groups(sandbox):
     assert "CapEff:\t0000000000000000\n" in result.stderr
 
 
+def test_hooks_see_no_secret(sandbox):
+    """Hooks run as the user: no config token, no user.secret_env, no git token."""
+    marked(sandbox)
+    sandbox.write(
+        "/etc/nbinit/config.yaml",
+        "version: 1\nuser:\n  secret_env: [MY_SECRET]\ngit:\n  token_env: MY_GIT_TOKEN\n",
+    )
+    sandbox.write("/etc/nbinit/hooks.d/10-env", "#!/bin/sh\nenv >&2\n", mode=0o755)
+    env = {**ALICE, "NBINIT_CONFIG_TOKEN": "tok-canary-1", "MY_SECRET": "sec-canary-2"}
+    env["MY_GIT_TOKEN"] = "git-canary-3"
+    result = sandbox.run(["nbinit", "start", "--", "true"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert "USER=alice" in result.stderr  # the hook's env did reach the log
+    assert "canary" not in result.stderr
+
+
 def test_exit_code_propagates_through_tini(sandbox):
     marked(sandbox)
     result = sandbox.run(["nbinit", "start", "--", "sh", "-c", "exit 7"], env=ALICE)

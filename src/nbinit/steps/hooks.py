@@ -26,11 +26,11 @@ def run(ctx: Context) -> StepResult:
     ]
     if not hooks:
         return skipped("hooks", f"no executable hooks in {directory}")
-    env = privilege.user_environment(ctx.user, ctx.env, tuple(ctx.section("user")["secret_env"]))
+    env = privilege.user_environment(ctx.user, ctx.env, ctx.secret_names())
+    cwd = ctx.user.home if ctx.user and os.path.isdir(ctx.user.home) else "/"
     failures = []
     for hook in hooks:
         timeout = ctx.deadline.cap(float(settings["timeout"]))
-        cwd = ctx.user.home if ctx.user and os.path.isdir(ctx.user.home) else "/"
         try:
             result = privilege.run_as_user(
                 ctx.user, [hook], env=env, timeout=timeout, cwd=cwd, capture=False

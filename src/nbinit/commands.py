@@ -23,13 +23,12 @@ def deadline_from_env(env: dict[str, str], log: Log) -> Deadline:
             seconds = float(raw)
             if not 0 < seconds <= 600:
                 raise ValueError
-            return Deadline(seconds)
+            return Deadline(seconds, fixed=True)
         except ValueError:
             log.warning(
                 f"NBINIT_DEADLINE={raw!r} is not a number of seconds from 1 to 600: "
-                f"using {DEFAULT_DEADLINE:g}"
+                f"using the config's deadline"
             )
-            env.pop("NBINIT_DEADLINE", None)
     return Deadline(DEFAULT_DEADLINE)
 
 

@@ -70,12 +70,20 @@ def failed(name: str, reason: str, **details: Any) -> StepResult:
     return StepResult(name, FAILED, reason, details)
 
 
-class Deadline:
-    """One wall-clock budget for everything before exec, measured on the monotonic clock."""
+# What a step that must run past the deadline (the user, a required GPU) still gets.
+MUST_RUN_FLOOR = 2.0
 
-    def __init__(self, seconds: float, start: Optional[float] = None) -> None:
+
+class Deadline:
+    """One wall-clock budget for everything before exec, measured on the monotonic clock.
+
+    `fixed`: set by NBINIT_DEADLINE, which wins over the config's `deadline`.
+    """
+
+    def __init__(self, seconds: float, start: Optional[float] = None, fixed: bool = False) -> None:
         self.start = time.monotonic() if start is None else start
         self.seconds = seconds
+        self.fixed = fixed
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
@@ -86,9 +94,9 @@ class Deadline:
     def expired(self) -> bool:
         return self.remaining() <= 0.0
 
-    def cap(self, seconds: float) -> float:
-        """A step's own timeout, never past the overall deadline."""
-        return max(0.0, min(seconds, self.remaining()))
+    def cap(self, seconds: float, floor: float = 0.0) -> float:
+        """A step's own timeout, never past the overall deadline (nor under floor, if given)."""
+        return max(0.0, min(seconds, self.remaining()), min(seconds, floor))
 
 
 class Identity:

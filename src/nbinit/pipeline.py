@@ -12,7 +12,7 @@ from types import FrameType
 from typing import Callable, Optional
 
 from nbinit import privilege, status
-from nbinit.context import FAILED, Context, StepResult, failed
+from nbinit.context import FAILED, Context, StepResult, failed, skipped
 from nbinit.errors import (
     EXIT_FATAL,
     EXIT_OK,
@@ -53,12 +53,12 @@ def run_step(ctx: Context, name: str, step: Optional[Step] = None) -> StepResult
     ctx.log.step = name
     started_wall, started = time.time(), time.monotonic()
     warnings_before, errors_before = len(ctx.log.warnings), len(ctx.log.errors)
+    critical = name in CRITICAL and ctx.mode == "start"
     try:
         result = (step or _load(name))(ctx)
     except Terminated:
         raise
     except NbinitError as exc:
-        critical = name in CRITICAL and ctx.mode == "start"
         (ctx.log.fatal if critical else ctx.log.error)(str(exc))
         result = failed(name, str(exc), critical=critical)
     except Exception as exc:  # a bug in nbinit: say where, keep the traceback for debug
@@ -67,7 +67,6 @@ def run_step(ctx: Context, name: str, step: Optional[Step] = None) -> StepResult
             "this is a bug in nbinit, set NBINIT_DEBUG=1 for the traceback"
         )
         ctx.log.debug(_traceback())
-        critical = name in CRITICAL and ctx.mode == "start"
         result = failed(name, f"internal error: {type(exc).__name__}", critical=critical)
     finally:
         ctx.log.step = None
@@ -87,8 +86,7 @@ def run_steps(ctx: Context, names: tuple[str, ...]) -> bool:
     for name in names:
         if ctx.deadline.expired() and name != "config" and not _must_run(ctx, name):
             ctx.log.warning(f"{name}: skipped, the {ctx.deadline.seconds:g}s deadline has passed")
-            ctx.results.append(failed(name, "deadline passed"))
-            ctx.results[-1].outcome = "skipped"
+            ctx.results.append(skipped(name, "deadline passed"))
             continue
         result = run_step(ctx, name)
         if result.outcome == FAILED and result.details.get("critical"):

@@ -141,8 +141,7 @@ def run(ctx: Context) -> StepResult:
         # A broken baked config is the image author's bug; `nbinit check` catches it.
         ctx.log.warning(f"{exc}; using built-in defaults")
         fallback = "baked config unusable, built-in defaults used"
-    if "NBINIT_DEADLINE" not in ctx.env:
-        ctx.deadline.seconds = float(layers.effective["deadline"])
+    _apply_deadline(ctx, layers)
 
     url = ctx.env.get("NBINIT_CONFIG_URL", "").strip()
     if url:
@@ -150,12 +149,18 @@ def run(ctx: Context) -> StepResult:
 
     ctx.config = layers.effective
     ctx.sources = layers.sources
-    if "NBINIT_DEADLINE" not in ctx.env:
-        ctx.deadline.seconds = float(layers.effective["deadline"])
+    _apply_deadline(ctx, layers)
     ctx.log.info("config: " + " < ".join(layers.names))
     if fallback or len(ctx.log.warnings) > warnings_before:
         return degraded("config", fallback or "warnings in the config", layers=layers.names)
     return ok("config", layers=layers.names)
+
+
+def _apply_deadline(ctx: Context, layers: _Layers) -> None:
+    """The config's deadline, unless NBINIT_DEADLINE fixed it (set after each layer, so the
+    admin fetch already runs under the baked deadline)."""
+    if not ctx.deadline.fixed:
+        ctx.deadline.seconds = float(layers.effective["deadline"])
 
 
 def _apply_admin(ctx: Context, url: str, layers: _Layers) -> str:

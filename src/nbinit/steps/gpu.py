@@ -8,16 +8,12 @@ skip. The count reaches the server as NBINIT_GPU_COUNT.
 from __future__ import annotations
 
 from nbinit import gpu
-from nbinit.context import Context, StepResult, degraded, failed, ok, skipped
+from nbinit.context import MUST_RUN_FLOOR, Context, StepResult, degraded, failed, ok, skipped
 
 FIX_REQUIRED = (
     "request a GPU for this server (nvidia.com/gpu in the profile's extra_resource_limits) "
     "on a node with the NVIDIA device plugin, or set gpu.require: auto"
 )
-
-
-# When the GPU is required, the check runs even past the deadline, with at least this long.
-MIN_BUDGET = 2.0
 
 
 def must_run(ctx: Context) -> bool:
@@ -30,9 +26,9 @@ def run(ctx: Context) -> StepResult:
     require = settings["require"]
     if require is False:
         return skipped("gpu", "gpu.require is false")
-    timeout = ctx.deadline.cap(float(settings["timeout"]))
-    if require is True:
-        timeout = max(timeout, min(MIN_BUDGET, float(settings["timeout"])))
+    # A required GPU is checked even past the deadline, with at least MUST_RUN_FLOOR.
+    floor = MUST_RUN_FLOOR if require is True else 0.0
+    timeout = ctx.deadline.cap(float(settings["timeout"]), floor=floor)
     report = gpu.gather(
         ctx.env,
         identity=ctx.user,

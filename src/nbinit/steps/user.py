@@ -12,13 +12,10 @@ import time
 from typing import Optional
 
 from nbinit import accounts
-from nbinit.context import Context, Identity, StepResult, degraded, ok, skipped
+from nbinit.context import MUST_RUN_FLOOR, Context, Identity, StepResult, degraded, ok, skipped
 
 MARKER_TIMEOUT = 5.0
 TOOL_TIMEOUT = 10.0
-# The account is never skipped for lack of time (the server must not start as the wrong
-# user), so its actions keep a small budget of their own even past the deadline.
-MIN_BUDGET = 2.0
 ROOT_SETTING = (
     "start the container as root (z2jh singleuser.uid: 0; KubeSpawner uid=0 / "
     "securityContext runAsUser: 0) so nbinit can create the account and then drop to NB_UID"
@@ -76,7 +73,7 @@ def run(ctx: Context) -> StepResult:
     accounts.check_home(accounts.marker_path(policy.home, name))  # before /etc changes
     warnings_before = len(ctx.log.warnings)
     identity = accounts.ensure_account(name, uid, gid, policy, ctx.log, _budget(ctx, TOOL_TIMEOUT))
-    floor = time.monotonic() + MIN_BUDGET
+    floor = time.monotonic() + MUST_RUN_FLOOR
     accounts.ensure_home(
         identity, policy, ctx.log, lambda: max(ctx.deadline.remaining(), floor - time.monotonic())
     )
@@ -88,7 +85,7 @@ def run(ctx: Context) -> StepResult:
 
 
 def _budget(ctx: Context, seconds: float) -> float:
-    return max(ctx.deadline.cap(seconds), MIN_BUDGET)
+    return ctx.deadline.cap(seconds, floor=MUST_RUN_FLOOR)
 
 
 def _warn_if_root(ctx: Context, default: Optional[Identity], settings: dict[str, str]) -> None:

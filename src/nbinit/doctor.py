@@ -22,7 +22,6 @@ from nbinit.errors import NbinitError
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 PROGRAM_TIMEOUT = 30.0  # importing a server stack on a cold layer can take seconds
 NGC_ENTRYPOINT = "/opt/nvidia/nvidia_entrypoint.sh"
-START_SCRIPTS = ("start-singleuser.sh", "start-singleuser.py")
 FIX_SINGLEUSER = (
     "pip install jupyterhub jupyterlab (or conda install -c conda-forge jupyterhub-singleuser "
     "jupyterlab) in the image's Python, so jupyterhub-singleuser is on PATH"
@@ -163,27 +162,32 @@ def _compare_hub(name: str, detail: str, version: str, hub_version: str) -> Chec
 
 
 def check_start_script(env: dict[str, str]) -> Check:
+    """What `nbinit start` with no command would run, found the way it finds it."""
+    from nbinit import launch
+
     name = "start script"
-    for script in START_SCRIPTS:
-        path = _which(script, env)
-        if path:
-            return Check(name, PASS, f"{path}: `nbinit start` runs it")
-    if _which("jupyterhub-singleuser", env):
+    try:
+        (path,) = launch.resolve_command([], env.get("PATH", os.defpath))
+    except NbinitError:
+        return Check(
+            name,
+            FAIL,
+            "none of start-singleuser.sh, start-singleuser.py, jupyterhub-singleuser on PATH: "
+            "`nbinit start` has nothing to run",
+            "install jupyterhub (see jupyterhub-singleuser above) or ship a start-singleuser.sh",
+        )
+    if os.path.basename(path) == "jupyterhub-singleuser":
         return Check(
             name, PASS, "no start-singleuser.sh/.py: `nbinit start` execs jupyterhub-singleuser"
         )
-    return Check(
-        name,
-        FAIL,
-        "none of start-singleuser.sh, start-singleuser.py, jupyterhub-singleuser on PATH: "
-        "`nbinit start` has nothing to run",
-        "install jupyterhub (see jupyterhub-singleuser above) or ship a start-singleuser.sh",
-    )
+    return Check(name, PASS, f"{path}: `nbinit start` runs it")
 
 
 def check_tini(env: dict[str, str]) -> Check:
+    from nbinit import launch
+
     name = "tini"
-    path = _which("tini", env) or _which("tini-static", env)
+    path = launch.find_tini(env.get("PATH", os.defpath))
     if path:
         return Check(name, PASS, f"{path}: signals reach the server, zombies are reaped")
     return Check(

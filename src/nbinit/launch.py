@@ -33,7 +33,8 @@ def resolve_command(command: list[str], path: Optional[str]) -> list[str]:
 
 
 def find_tini(path: Optional[str]) -> Optional[str]:
-    return shutil.which("tini", path=path)
+    """tini on PATH, as Debian ships it or as the static build tini's releases offer."""
+    return shutil.which("tini", path=path) or shutil.which("tini-static", path=path)
 
 
 # Never forwarded: the kernel's synchronous faults, and the two nobody can catch.

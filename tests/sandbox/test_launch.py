@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.sandbox
 
 ALICE = {"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"}
-HIDE_TINI = "mount --bind /dev/null $R/usr/bin/tini && mount --bind /dev/null $R/usr/bin/tini-static"
+HIDE_TINI = "for t in tini tini-static; do mount --bind /dev/null $R/usr/bin/$t; done"
 
 # What the server process sees of its own credentials, and whether root can come back.
 CREDENTIALS = (

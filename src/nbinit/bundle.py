@@ -117,38 +117,6 @@ class Entry:
     data: bytes
 
 
-def running_archive() -> str:
-    """The zipapp this nbinit runs from, or "" when it is installed as a package."""
-    import nbinit
-
-    loader = nbinit.__spec__.loader if nbinit.__spec__ else None
-    return str(getattr(loader, "archive", ""))
-
-
-def self_command() -> list[str]:
-    """The argv that runs this same nbinit again: the zipapp when running from one."""
-    archive = running_archive()
-    if archive:
-        return [sys.executable, archive]
-    return [sys.executable, "-m", "nbinit"]
-
-
-# A fresh interpreter knows nothing of the zipapp (and -I ignores PYTHONPATH): put it first
-# on sys.path, then run the module as `-m` would.
-_RUN_FROM_ARCHIVE = (
-    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
-)
-
-
-def module_command(module: str) -> list[str]:
-    """`python -I -m MODULE` for a module of this nbinit, from the zipapp too (args follow)."""
-    archive = running_archive()
-    if archive:
-        return [sys.executable, "-I", "-c", _RUN_FROM_ARCHIVE.format(module=module), archive]
-    return [sys.executable, "-I", "-m", module]
-
-
 def wheel_name(project: str, version: str) -> str:
     return f"{project.replace('-', '_').lower()}-{version}-"
 

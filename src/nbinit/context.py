@@ -12,7 +12,6 @@ OK = "ok"
 SKIPPED = "skipped"
 DEGRADED = "degraded"
 FAILED = "failed"
-OUTCOMES = (OK, SKIPPED, DEGRADED, FAILED)
 
 
 class StepResult:

@@ -40,19 +40,16 @@ Design, and why:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
 import select
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Callable, Optional
 from urllib.parse import urlsplit
@@ -71,7 +68,6 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # scp-like ssh: [user@]host:path, where the colon comes before any slash
 _SCP = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>[^@/:]+):(?P<path>.*)$")
 _BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
-_TOKEN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 PROGRESS_NAME = "repos.json"
 STALE_INDEX_LOCK = 600.0  # seconds; as nbgitpuller: an index.lock that old is from a dead git
@@ -469,6 +465,9 @@ class RepoLock:
     def __init__(self, directory: str, name: str) -> None:
         self.directory = directory
         self.path = os.path.join(directory, name + ".lock")
+        import socket  # the worker's alone: root only plans and starts it
+        import uuid
+
         self.token = uuid.uuid4().hex
         self.host = socket.gethostname()
         self.held = False
@@ -1066,6 +1065,8 @@ def progress_path(home: str) -> str:
 
 
 def lock_name(dest: str) -> str:
+    import hashlib
+
     readable = re.sub(r"[^A-Za-z0-9._-]", "_", dest)[:60]
     return f"{readable}-{hashlib.sha256(dest.encode()).hexdigest()[:10]}"
 
@@ -1074,6 +1075,8 @@ class Progress:
     """The worker's progress file in the user's cache, which `nbinit status` shows."""
 
     def __init__(self, path: str, plans: list[RepoPlan]) -> None:
+        import socket
+
         self.path = path
         self.mutex = threading.Lock()
         self.data: dict[str, Any] = {
@@ -1304,11 +1307,11 @@ def start_worker(
     for key in ("NBINIT_LOG_FORMAT", "NBINIT_DEBUG", "NBINIT_GIT_TOKEN", "NBINIT_GIT_USERNAME"):
         if env.get(key):
             worker_env[key] = env[key]
-    from nbinit import bundle  # `python -I -m nbinit.gitsync`, from the zipapp too
+    from nbinit import runtime  # `python -I -m nbinit.gitsync`, from the zipapp too
 
     pgid, fd = privilege.spawn_detached_as_user(
         identity,
-        bundle.module_command("nbinit.gitsync"),
+        runtime.module_command("nbinit.gitsync"),
         env=worker_env,
         cwd=home if os.path.isdir(home) else "/",
         stdin_data=json.dumps(job).encode(),

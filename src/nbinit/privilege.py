@@ -43,6 +43,18 @@ def switches_user(identity: Optional[Identity]) -> bool:
     return identity is not None and os.geteuid() == 0 and identity.uid != 0
 
 
+def _credentials(
+    identity: Optional[Identity],
+) -> tuple[Optional[int], Optional[int], Optional[list[int]]]:
+    """subprocess's user, group and extra_groups for a child run as identity (or unchanged).
+
+    extra_groups is never left out: without it the child keeps root's supplementary groups.
+    """
+    if identity is None or not switches_user(identity):
+        return None, None, None
+    return identity.uid, identity.gid, groups_for(identity)
+
+
 def user_environment(
     identity: Optional[Identity], base: dict[str, str], remove: tuple[str, ...] = ()
 ) -> dict[str, str]:
@@ -85,10 +97,7 @@ def run_as_user(
     """
     if _terminating.is_set():
         raise Terminated()
-    user = group = extra_groups = None
-    if identity is not None and switches_user(identity):
-        # extra_groups: without it the child keeps root's supplementary groups.
-        user, group, extra_groups = identity.uid, identity.gid, groups_for(identity)
+    user, group, extra_groups = _credentials(identity)
     process = subprocess.Popen(  # noqa: S603
         argv,
         stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
@@ -160,9 +169,7 @@ def spawn_detached_as_user(
     """
     if _terminating.is_set():
         raise Terminated()
-    user = group = extra_groups = None
-    if identity is not None and switches_user(identity):
-        user, group, extra_groups = identity.uid, identity.gid, groups_for(identity)
+    user, group, extra_groups = _credentials(identity)
     launcher = "import os,sys\nif os.fork(): os._exit(0)\nos.execv(sys.argv[1], sys.argv[1:])"
     read_out, write_out = os.pipe()
     read_in, write_in = os.pipe()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nbinit import bundle
+from nbinit import bundle, runtime
 
 PROJECT = Path(__file__).resolve().parents[2]
 WHEELS = PROJECT / bundle.DEFAULT_WHEELS
@@ -127,27 +127,12 @@ def test_its_own_packages_win_over_the_image_site_packages(built, tmp_path):
     assert loaded and all(f'zipimporter object "{built}/' in ln for ln in loaded), loaded
 
 
-def test_self_command_names_the_zipapp(built):
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); "
-        "from nbinit import bundle; print(bundle.self_command()[1:])"
-    )
-    result = subprocess.run(
-        ["/usr/bin/python3", "-I", "-S", "-c", code, str(built)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.stdout.strip() == repr([str(built)])
-    assert bundle.self_command() == [sys.executable, "-m", "nbinit"]
-
-
 def test_module_command_runs_a_module_of_the_zipapp(built):
     """What the git worker needs: a second interpreter that finds nbinit inside the zipapp."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import subprocess; "
-        "from nbinit import bundle; "
-        "sys.exit(subprocess.run([*bundle.module_command('nbinit'), '--version']).returncode)"
+        "from nbinit import runtime; "
+        "sys.exit(subprocess.run([*runtime.module_command('nbinit'), '--version']).returncode)"
     )
     result = subprocess.run(
         ["/usr/bin/python3", "-I", "-S", "-c", code, str(built)],
@@ -157,7 +142,12 @@ def test_module_command_runs_a_module_of_the_zipapp(built):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("nbinit ")
-    assert bundle.module_command("nbinit.gitsync") == [sys.executable, "-I", "-m", "nbinit.gitsync"]
+    assert runtime.module_command("nbinit.gitsync") == [
+        sys.executable,
+        "-I",
+        "-m",
+        "nbinit.gitsync",
+    ]
 
 
 def test_tree_is_the_zipapp_and_the_shims_with_fixed_modes(built, tmp_path):

@@ -1,0 +1,33 @@
+"""How this nbinit runs: installed as a package, or from the one-file zipapp.
+
+Kept apart from nbinit.bundle (the build tool, with argparse and zipfile) because the
+root process imports it on every start that starts the git worker.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def running_archive() -> str:
+    """The zipapp this nbinit runs from, or "" when it is installed as a package."""
+    import nbinit
+
+    loader = nbinit.__spec__.loader if nbinit.__spec__ else None
+    return str(getattr(loader, "archive", ""))
+
+
+# A fresh interpreter knows nothing of the zipapp (and -I ignores PYTHONPATH): put it first
+# on sys.path, then run the module as `-m` would.
+_RUN_FROM_ARCHIVE = (
+    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+)
+
+
+def module_command(module: str) -> list[str]:
+    """`python -I -m MODULE` for a module of this nbinit, from the zipapp too (args follow)."""
+    archive = running_archive()
+    if archive:
+        return [sys.executable, "-I", "-c", _RUN_FROM_ARCHIVE.format(module=module), archive]
+    return [sys.executable, "-I", "-m", module]

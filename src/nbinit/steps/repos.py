@@ -52,22 +52,22 @@ def policy_for(ctx: Context) -> tuple[gitsync.Policy, dict[str, str]]:
     return policy, extra
 
 
-def read_dotfile(ctx: Context, home: str) -> tuple[list[dict[str, Any]], str]:
+def read_dotfile(ctx: Context, home: str) -> list[dict[str, Any]]:
     """The user's repos from ~/.nbinit.yaml, read with the user's rights, never root's."""
     path = os.path.join(home, DOTFILE)
     if not os.path.lexists(path):
         # lstat follows nothing: the common case (no dotfile) costs no process as the user.
-        return [], path
+        return []
     timeout = max(1.0, ctx.deadline.cap(3.0))
     data = privilege.read_file_as_user(
         ctx.user, path, limit=config.MAX_CONFIG_BYTES, timeout=timeout
     )
     if data is None:
-        return [], path
+        return []
     repos, warnings = config.parse_dotfile(data, f"~/{DOTFILE}")
     for warning in warnings:
         ctx.log.warning(warning)
-    return repos, path
+    return repos
 
 
 def declared(ctx: Context, home: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -76,7 +76,7 @@ def declared(ctx: Context, home: str) -> list[tuple[str, str, dict[str, Any]]]:
         ("admin", f"repos.{i}", item) for i, item in enumerate(ctx.section("repos") or [])
     ]
     try:
-        user_items, _ = read_dotfile(ctx, home)
+        user_items = read_dotfile(ctx, home)
     except NbinitError as exc:
         ctx.log.warning(f"your repos are skipped: {exc}")
         user_items = []
@@ -114,6 +114,15 @@ def collect(
     return plans, refused
 
 
+def plan_all(
+    ctx: Context, home: str, items: list[tuple[str, str, dict[str, Any]]]
+) -> tuple[gitsync.Policy, list[gitsync.RepoPlan], int, dict[str, str]]:
+    """The policy, the repos that pass it, how many were refused, and the worker's env."""
+    policy, extra = policy_for(ctx)
+    plans, refused = collect(ctx, policy, home, items)
+    return policy, plans, refused, {**ctx.env, **extra}
+
+
 def _log_outcome(ctx: Context, event: dict[str, Any]) -> None:
     ctx.log.emit(event.get("level", "INFO"), event.get("message", ""))
 
@@ -130,13 +139,9 @@ def run(ctx: Context) -> StepResult:
         return skipped("repos", "no repos configured")
     from nbinit import gitsync
 
-    policy, extra = policy_for(ctx)
-    plans, refused = collect(ctx, policy, home, items)
-    if not plans:
-        if refused:
-            return degraded("repos", f"{refused} repo(s) refused, none to sync")
-        return skipped("repos", "no repos configured")
-    env = {**ctx.env, **extra}
+    policy, plans, refused, env = plan_all(ctx, home, items)
+    if not plans:  # items were declared, so every one of them was refused
+        return degraded("repos", f"{refused} repo(s) refused, none to sync")
     try:
         worker = gitsync.start_worker(
             ctx.user, plans, policy, env, dry_run=ctx.dry_run, timeout=ctx.deadline.cap(5.0)
@@ -149,7 +154,8 @@ def run(ctx: Context) -> StepResult:
     done, problems = _follow(ctx, worker, until)
     progress = gitsync.progress_path(home)
     details: dict[str, Any] = {"progress_file": progress, "repos": done, "refused": refused}
-    waiting = [p.dest for p in plans if p.dest not in {d["dest"] for d in done}]
+    synced = {d["dest"] for d in done}
+    waiting = [p.dest for p in plans if p.dest not in synced]
     if waiting and not worker.finished:
         details["background"] = waiting
         ctx.log.info(
@@ -197,23 +203,20 @@ def sync_now(ctx: Context, dry_run: bool) -> int:
     from nbinit import gitsync
 
     home = ctx.user.home
-    policy, extra = policy_for(ctx)
-    plans, refused = collect(ctx, policy, home, declared(ctx, home))
+    policy, plans, refused, env = plan_all(ctx, home, declared(ctx, home))
     if not plans:
         ctx.log.info("no repos to sync" + (f" ({refused} refused)" if refused else ""))
         return EXIT_DEGRADED if refused else EXIT_OK
-    env = {**ctx.env, **extra}
     problems = 0
     if privilege.switches_user(ctx.user):
         worker = gitsync.start_worker(ctx.user, plans, policy, env, dry_run=dry_run, terminal=True)
         done, problems = _follow(ctx, worker, None)
         problems += len(plans) - len(done)
     else:
-        from dataclasses import asdict
 
         def report(outcome: gitsync.Outcome) -> None:
             nonlocal problems
-            _log_outcome(ctx, asdict(outcome))
+            ctx.log.emit(outcome.level, outcome.message)
             problems += outcome.level != "INFO"
 
         try:

@@ -136,12 +136,11 @@ def config_validate(target: str, dotfile: bool) -> int:
         log.error(f"{target}: {exc.strerror}: check the path")
         return EXIT_FATAL
     rules = schema.DOTFILE if dotfile else schema.CONFIG
-    errors = config.all_errors(data, shown, rules)
+    _, errors, warnings = config.review(data, shown, rules)
     for error in errors:
         log.error(error)
     if errors:
         return EXIT_FATAL
-    _, warnings = config.parse_and_check(data, shown, rules)
     for warning in warnings:
         log.warning(warning)
     sys.stdout.write(f"{shown}: valid{' with warnings' if warnings else ''}\n")
@@ -185,11 +184,10 @@ def gpu_report(as_json: bool) -> int:
     env = dict(os.environ)
     log = Log.from_env(env)
     settings = schema.defaults()
-    baked = config_step.baked_path(env)
     try:
-        data = config_step.read_trusted_file(baked)
-        if data is not None:
-            settings = config.merge(settings, config.parse_and_check(data, baked)[0])
+        layer, _ = config_step.load_baked(env)
+        if layer is not None:
+            settings = config.merge(settings, layer)
     except NbinitError as exc:
         log.warning(f"{exc}; using built-in defaults")
     section = settings["gpu"]

@@ -236,21 +236,37 @@ def check_config(
     data: Any, origin: str, rules: Optional[dict[str, Any]] = None
 ) -> tuple[dict[str, Any], list[str]]:
     """A whole validated config and its warnings, or NbinitError naming every error."""
-    rules = schema.CONFIG if rules is None else rules
-    if not isinstance(data, dict):
-        raise NbinitError(
-            f"{origin}: expected a mapping at the top, got {_show(data)}",
-            "start the file with `version: 1`",
-        )
-    errors, warnings = validate(data, rules)
-    if not errors:
-        errors = _cross_checks(data)
-    if errors:
+    layer, errors, warnings = _review_parsed(data, origin, rules)
+    if layer is None:
+        if not isinstance(data, dict):
+            raise NbinitError(errors[0], "start the file with `version: 1`")
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise NbinitError(
-            f"{origin}: {errors[0]}{more}", "fix the config; `nbinit config validate` lists all"
-        )
-    return strip_unknown(data, rules), [f"{origin}: {w}" for w in warnings]
+        raise NbinitError(errors[0] + more, "fix the config; `nbinit config validate` lists all")
+    return layer, warnings
+
+
+def review(
+    data: bytes, origin: str, rules: Optional[dict[str, Any]] = None
+) -> tuple[Optional[dict[str, Any]], list[str], list[str]]:
+    """Parse once: (the checked config, or None), every error, every warning; all name origin."""
+    try:
+        parsed = parse_yaml(data, origin)
+    except NbinitError as exc:
+        return None, [str(exc)], []
+    return _review_parsed(parsed, origin, rules)
+
+
+def _review_parsed(
+    parsed: Any, origin: str, rules: Optional[dict[str, Any]]
+) -> tuple[Optional[dict[str, Any]], list[str], list[str]]:
+    rules = schema.CONFIG if rules is None else rules
+    if not isinstance(parsed, dict):
+        return None, [f"{origin}: expected a mapping at the top, got {_show(parsed)}"], []
+    errors, warnings = validate(parsed, rules)
+    errors = errors or _cross_checks(parsed)
+    if errors:
+        return None, [f"{origin}: {e}" for e in errors], []
+    return strip_unknown(parsed, rules), [], [f"{origin}: {w}" for w in warnings]
 
 
 def _cross_checks(data: dict[str, Any]) -> list[str]:
@@ -264,18 +280,6 @@ def parse_and_check(
     data: bytes, origin: str, rules: Optional[dict[str, Any]] = None
 ) -> tuple[dict[str, Any], list[str]]:
     return check_config(parse_yaml(data, origin), origin, rules)
-
-
-def all_errors(data: bytes, origin: str, rules: Optional[dict[str, Any]] = None) -> list[str]:
-    """Every problem in a document, for `nbinit config validate`."""
-    try:
-        parsed = parse_yaml(data, origin)
-    except NbinitError as exc:
-        return [str(exc)]
-    if not isinstance(parsed, dict):
-        return [f"{origin}: expected a mapping at the top, got {_show(parsed)}"]
-    errors, _ = validate(parsed, schema.CONFIG if rules is None else rules)
-    return [f"{origin}: {e}" for e in errors or _cross_checks(parsed)]
 
 
 def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:

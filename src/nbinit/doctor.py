@@ -353,18 +353,11 @@ def check_baked_config(env: dict[str, str]) -> tuple[dict[str, Any], Check]:
     path = config_step.baked_path(env)
     effective = schema.defaults()
     try:
-        data = config_step.read_trusted_file(path)
+        layer, warnings = config_step.load_baked(env)
     except NbinitError as exc:
         return effective, Check(name, FAIL, exc.problem, exc.fix)
-    if data is None:
+    if layer is None:
         return effective, Check(name, PASS, f"none at {path}: built-in defaults")
-    errors = config.all_errors(data, path)
-    if errors:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        return effective, Check(
-            name, FAIL, errors[0] + more, f"fix it; `nbinit config validate {path}` lists all"
-        )
-    layer, warnings = config.parse_and_check(data, path)
     effective = config.merge(effective, layer)
     if warnings:
         return effective, Check(name, WARN, "; ".join(warnings), "remove or fix the keys named")

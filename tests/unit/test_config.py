@@ -78,15 +78,19 @@ def test_errors_name_the_key_path(text, message):
     assert problem.startswith(message + ": ") or problem.startswith(message + " ("), problem
 
 
-def test_all_errors_counted_in_one_line_and_listed_by_all_errors():
+def test_all_errors_counted_in_one_line_and_listed_by_review():
     text = b"version: 1\ndeadline: soon\nrepos: {url: x}\n"
     assert refused(text) == (
         f'c.yaml: deadline: expected a number >= 1, got "soon" (and 1 more): {FIX_CONFIG}'
     )
-    assert config.all_errors(text, "c.yaml") == [
-        'c.yaml: deadline: expected a number >= 1, got "soon"',
-        'c.yaml: repos: expected a list, got {"url": "x"}',
-    ]
+    assert config.review(text, "c.yaml") == (
+        None,
+        [
+            'c.yaml: deadline: expected a number >= 1, got "soon"',
+            'c.yaml: repos: expected a list, got {"url": "x"}',
+        ],
+        [],
+    )
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,18 @@ def read_trusted_file(path: str) -> Optional[bytes]:
     return fetch.read_trusted_file(path, config.MAX_CONFIG_BYTES)
 
 
+def load_baked(env: dict[str, str]) -> tuple[Optional[dict[str, Any]], list[str]]:
+    """The image's baked layer and its warnings (None: no file); NbinitError when unusable.
+
+    One reading for `nbinit start`, `nbinit check` and `nbinit gpu` alike.
+    """
+    path = baked_path(env)
+    data = read_trusted_file(path)
+    if data is None:
+        return None, []
+    return config.parse_and_check(data, path)
+
+
 def save_last_good(path: str, data: bytes, shown_url: str) -> None:
     """Keep the last admin config that passed validation, root-only, for when the fetch fails.
 
@@ -129,14 +141,12 @@ def run(ctx: Context) -> StepResult:
     warnings_before = len(ctx.log.warnings)
     fallback = ""
 
-    baked = baked_path(ctx.env)
     try:
-        data = read_trusted_file(baked)
-        if data is not None:
-            layer, warnings = config.parse_and_check(data, baked)
-            for warning in warnings:
-                ctx.log.warning(warning)
-            layers.add(layer, baked)
+        layer, warnings = load_baked(ctx.env)
+        for warning in warnings:
+            ctx.log.warning(warning)
+        if layer is not None:
+            layers.add(layer, baked_path(ctx.env))
     except NbinitError as exc:
         # A broken baked config is the image author's bug; `nbinit check` catches it.
         ctx.log.warning(f"{exc}; using built-in defaults")

@@ -344,21 +344,11 @@ def ensure_account(
         )
     joined = f", groups {','.join(extra)}" if extra else ""
     log.info(f"created user {name} (uid {uid}, gid {gid} {group}{joined}, home {home})")
-    identity = _identity(created, home)
-    identity.group = group
-    return identity
+    return _identity(created, home)
 
 
 def _identity(entry: pwd.struct_passwd, home: str) -> Identity:
-    group = lookup_gid(entry.pw_gid)
-    return Identity(
-        entry.pw_name,
-        entry.pw_uid,
-        entry.pw_gid,
-        home,
-        entry.pw_shell or "/bin/bash",
-        group.gr_name if group else "",
-    )
+    return Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, home, entry.pw_shell or "/bin/bash")
 
 
 # -- the home -----------------------------------------------------------------------------

@@ -101,18 +101,15 @@ class Deadline:
 class Identity:
     """The account the server will run as."""
 
-    def __init__(
-        self, name: str, uid: int, gid: int, home: str, shell: str = "/bin/bash", group: str = ""
-    ) -> None:
+    def __init__(self, name: str, uid: int, gid: int, home: str, shell: str = "/bin/bash") -> None:
         self.name = name
         self.uid = uid
         self.gid = gid
         self.home = home
         self.shell = shell
-        self.group = group
 
-    def _key(self) -> tuple[str, int, int, str, str, str]:
-        return (self.name, self.uid, self.gid, self.home, self.shell, self.group)
+    def _key(self) -> tuple[str, int, int, str, str]:
+        return (self.name, self.uid, self.gid, self.home, self.shell)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Identity) and self._key() == other._key()
@@ -121,9 +118,7 @@ class Identity:
         return hash(self._key())
 
     def __repr__(self) -> str:
-        return "Identity(name={!r}, uid={}, gid={}, home={!r}, shell={!r}, group={!r})".format(
-            *self._key()
-        )
+        return "Identity(name={!r}, uid={}, gid={}, home={!r}, shell={!r})".format(*self._key())
 
 
 class Context:

@@ -686,9 +686,7 @@ class RepoSync:
             if not os.path.lexists(self.path):
                 return self.clone()
             return self.update()
-        except NbinitError as exc:
-            return self.result("failed", f"{self.plan.dest}: {exc}", "WARNING")
-        except GitFailed as exc:
+        except (NbinitError, GitFailed) as exc:
             return self.result("failed", f"{self.plan.dest}: {exc}", "WARNING")
 
     def dry_run(self) -> Outcome:
@@ -728,9 +726,12 @@ class RepoSync:
         ensure_inside(self.home, parent, parent=True)
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.nbinit-clone-", dir=parent)
         try:
-            args = ["clone", "--no-recurse-submodules", "--single-branch"]
-            if self.policy.submodules:
-                args = ["clone", "--recurse-submodules", "--shallow-submodules", "--single-branch"]
+            submodules = (
+                ["--recurse-submodules", "--shallow-submodules"]
+                if self.policy.submodules
+                else ["--no-recurse-submodules"]
+            )
+            args = ["clone", *submodules, "--single-branch"]
             if self.plan.depth > 0:
                 args.append(f"--depth={self.plan.depth}")
             if self.plan.branch:

@@ -1058,11 +1058,15 @@ class RepoSync:
 
 
 def locks_directory(home: str) -> str:
-    return os.path.join(home, ".cache", "nbinit", "locks")
+    from nbinit.status import user_cache_dir
+
+    return os.path.join(user_cache_dir(home), "locks")
 
 
 def progress_path(home: str) -> str:
-    return os.path.join(home, ".cache", "nbinit", PROGRESS_NAME)
+    from nbinit.status import user_cache_dir
+
+    return os.path.join(user_cache_dir(home), PROGRESS_NAME)
 
 
 def lock_name(dest: str) -> str:

@@ -14,26 +14,29 @@ ROOT_STATUS_DIR = "/run/nbinit"
 STATUS_NAME = "status.json"
 
 
-def status_path(env: dict[str, str], is_root: Optional[bool] = None) -> str:
+def user_cache_dir(home: str) -> str:
+    """nbinit's own directory in a user's home: status, repo progress, repo locks."""
+    return os.path.join(home, ".cache", "nbinit")
+
+
+def _home_status_path(env: dict[str, str]) -> str:
+    home = env.get("HOME") or os.path.expanduser("~")
+    return os.path.join(user_cache_dir(home), STATUS_NAME)
+
+
+def status_path(env: dict[str, str], is_root: bool) -> str:
     """Where this run writes its status: NBINIT_STATUS_FILE, /run/nbinit as root, else the home."""
     if env.get("NBINIT_STATUS_FILE"):
         return env["NBINIT_STATUS_FILE"]
-    is_root = os.geteuid() == 0 if is_root is None else is_root
     if is_root or os.access(ROOT_STATUS_DIR, os.W_OK):
         return os.path.join(ROOT_STATUS_DIR, STATUS_NAME)
-    home = env.get("HOME") or os.path.expanduser("~")
-    return os.path.join(home, ".cache", "nbinit", STATUS_NAME)
+    return _home_status_path(env)
 
 
 def candidate_paths(env: dict[str, str]) -> list[str]:
     """Where `nbinit status` looks, most specific first."""
-    paths = []
-    if env.get("NBINIT_STATUS_FILE"):
-        paths.append(env["NBINIT_STATUS_FILE"])
-    paths.append(os.path.join(ROOT_STATUS_DIR, STATUS_NAME))
-    home = env.get("HOME") or os.path.expanduser("~")
-    paths.append(os.path.join(home, ".cache", "nbinit", STATUS_NAME))
-    return paths
+    paths = [env["NBINIT_STATUS_FILE"]] if env.get("NBINIT_STATUS_FILE") else []
+    return [*paths, os.path.join(ROOT_STATUS_DIR, STATUS_NAME), _home_status_path(env)]
 
 
 def overall_outcome(ctx: Context) -> str:

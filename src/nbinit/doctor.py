@@ -369,12 +369,13 @@ def check_disk(settings: dict[str, Any]) -> Check:
     need_mb = int(settings["git"]["min_free_mb"])
     home_root = settings["user"]["home"].split("{", 1)[0].rstrip("/") or "/"
     shown, low = [], []
+    from nbinit.gitsync import free_mb as measure  # the very figure the sync compares
+
     for path in dict.fromkeys(("/", home_root, "/tmp")):
         try:
-            info = os.statvfs(path)
+            free_mb = int(measure(path))
         except OSError:
             continue
-        free_mb = info.f_bavail * info.f_frsize // (1024 * 1024)
         shown.append(f"{path} {free_mb} MB free")
         if free_mb < need_mb:
             low.append(path)

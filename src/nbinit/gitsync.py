@@ -370,6 +370,14 @@ class GitFailed(Exception):
     """A git command failed or timed out; the message is one redacted line."""
 
 
+# A reset or an empty reply is usually a blip (a proxy or load balancer dropping one
+# connection): network commands get one quick retry, inside their own time limit. A failed
+# clone leaves its (temporary, empty) target directory, so the retry clones into it again.
+RETRIED = ("ls-remote", "fetch", "clone")
+TRANSIENT = ("Empty reply from server", "Connection reset by peer", "Recv failure")
+RETRY_PAUSE = 0.5
+
+
 class Runner:
     """The only way nbinit starts git: policy options, built environment, hard timeout."""
 
@@ -400,20 +408,35 @@ class Runner:
             argv += ["-C", repo, f"--git-dir={repo}/.git", f"--work-tree={repo}"]
         argv += args
         limit = self.policy.timeout if timeout is None else timeout
+        started = time.monotonic()
         try:
-            result = privilege.run_as_user(
-                None,
-                argv,
-                env=self.env,
-                timeout=limit,
-                cwd=repo or self.env["HOME"],
-                capture=not (stream and self.terminal),
-            )
+            result = self._run_once(argv, repo, limit, stream)
+            left = limit - (time.monotonic() - started) - RETRY_PAUSE
+            if args[0] in RETRIED and left > 1.0 and self._transient(result):
+                time.sleep(RETRY_PAUSE)
+                result = self._run_once(argv, repo, left, stream)
         except subprocess.TimeoutExpired:
             raise GitFailed(f"git {args[0]} timed out after {limit:g}s") from None
         if check and result.returncode != 0:
             raise GitFailed(f"git {args[0]} failed: {self.last_line(result)}")
         return result
+
+    def _run_once(
+        self, argv: list[str], repo: Optional[str], limit: float, stream: bool
+    ) -> subprocess.CompletedProcess[bytes]:
+        return privilege.run_as_user(
+            None,
+            argv,
+            env=self.env,
+            timeout=limit,
+            cwd=repo or self.env["HOME"],
+            capture=not (stream and self.terminal),
+        )
+
+    @staticmethod
+    def _transient(result: subprocess.CompletedProcess[bytes]) -> bool:
+        text = (result.stderr or b"").decode("utf-8", "replace")
+        return result.returncode != 0 and any(sign in text for sign in TRANSIENT)
 
     def last_line(self, result: subprocess.CompletedProcess[bytes]) -> str:
         text = (result.stderr or b"").decode("utf-8", "replace")

@@ -13,11 +13,13 @@ Run as a script, it serves: `python gitserver.py ROOT [--throttle SECONDS_PER_CH
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import shutil
 import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import threading
@@ -332,6 +334,56 @@ class HangServer:
         self.sock.close()
         for conn in self.held:
             conn.close()
+
+
+class ResetOnceProxy:
+    """Forwards to a port, but resets the first connection: a flaky proxy in front of git."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.resets = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.resets == 0:
+                self.resets += 1
+                # SO_LINGER 0: close() sends RST, as a dropped proxy connection does.
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.recv(65536)
+                conn.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}.git"
+
+    def stop(self) -> None:
+        self.sock.close()
 
 
 def main() -> None:

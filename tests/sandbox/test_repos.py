@@ -24,6 +24,7 @@ from helpers.gitserver import (
     GitHttpServer,
     HangServer,
     Pusher,
+    ResetOnceProxy,
     make_bare,
 )
 
@@ -906,3 +907,16 @@ def test_deleting_a_file_gives_upstreams_copy_even_after_earlier_edits_were_kept
     pusher.publish({"a.txt": BASE + "8\n"})
     clean_start(box)
     assert read(box, "course/a.txt") == BASE + "8\n"
+
+
+def test_a_connection_reset_once_is_retried_not_reported(box, upstream):
+    """A proxy that drops one connection: the clone still lands, with no warning."""
+    upstream.repo("course", {"a.txt": BASE})
+    proxy = ResetOnceProxy(upstream.server.port)
+    try:
+        configure(box, [{"url": proxy.url("course"), "dest": "course"}])
+        clean_start(box)
+    finally:
+        proxy.stop()
+    assert proxy.resets == 1
+    assert read(box, "course/a.txt") == BASE

@@ -7,7 +7,7 @@ import sys
 from typing import NoReturn, Optional
 
 from nbinit import __version__
-from nbinit.errors import EXIT_USAGE
+from nbinit.errors import EXIT_FATAL, EXIT_USAGE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,7 +86,21 @@ def _usage(message: str) -> NoReturn:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    words = sys.argv[1:] if argv is None else argv
+    try:
+        return _dispatch(sys.argv[1:] if argv is None else argv)
+    except Exception as exc:  # noqa: BLE001 - STYLE: a traceback only with the debug switch
+        import os
+
+        if os.environ.get("NBINIT_DEBUG", "") not in ("", "0"):
+            raise
+        sys.stderr.write(
+            f"nbinit: internal error ({type(exc).__name__}): this is a bug in nbinit; "
+            "NBINIT_DEBUG=1 shows the traceback\n"
+        )
+        return EXIT_FATAL
+
+
+def _dispatch(words: list[str]) -> int:
     if words[:1] == ["start"] and not {"-h", "--help"} & set(words[1:2]):
         # The entrypoint path, at every pod start: argparse would add ~10 ms and its REMAINDER
         # handling adds nothing that parse_start_command does not already check.

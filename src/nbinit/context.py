@@ -151,7 +151,15 @@ class Context:
         self.dry_run = False
 
     def section(self, key: str) -> Any:
-        """A step reads only its own section of the effective config."""
+        """A step reads only its own section of the effective config.
+
+        Before the config step has set one (or if it never could), the built-in defaults:
+        a step after a broken config runs on them, it never crashes on a missing section.
+        """
+        if key not in self.config:
+            from nbinit import schema
+
+            return schema.defaults().get(key)
         return self.config.get(key)
 
     def secret_names(self) -> tuple[str, ...]:

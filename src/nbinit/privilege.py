@@ -9,6 +9,7 @@ never follows a symlink the user could have planted.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import stat
@@ -377,6 +378,33 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool =
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def read_regular_file(path: str, max_bytes: int, follow: bool = True) -> Optional[bytes]:
+    """At most max_bytes + 1 bytes of a regular file (so a caller sees it is too big).
+
+    None when nothing is there. Whatever else is there is one NbinitError, never a hang or
+    a traceback: a fifo (opened non-blocking, never read), a directory, a device, no
+    permission, and with follow=False a symlink.
+    """
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        problem = "a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise NbinitError(f"cannot read {path}: {problem}", "give a readable file") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NbinitError(f"{path} is not a regular file", "give a readable file")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            return handle.read(max_bytes + 1)
+        except OSError as exc:
+            raise NbinitError(
+                f"cannot read {path}: {exc.strerror}", "give a readable file"
+            ) from None
 
 
 def read_file_as_user(

@@ -410,10 +410,11 @@ def _review_parsed(
     if not isinstance(parsed, dict):
         return None, [f"{origin}: expected a mapping at the top, got {_show(parsed)}"], []
     errors, warnings = validate(parsed, rules)
-    errors = errors or _cross_checks(parsed)
+    checked = strip_unknown(parsed, rules)
+    errors = errors or _cross_checks(checked)  # on checked keys only: `user: 1` in a dotfile
     if errors:
         return None, [f"{origin}: {e}" for e in errors], []
-    return strip_unknown(parsed, rules), [], [f"{origin}: {w}" for w in warnings]
+    return checked, [], [f"{origin}: {w}" for w in warnings]
 
 
 def _cross_checks(data: dict[str, Any]) -> list[str]:

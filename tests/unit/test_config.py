@@ -239,7 +239,8 @@ TAGS_FIX = "write plain strings, numbers, true/false, lists and mappings (no !! 
         ),
         pytest.param(
             "version: 1\nx: !!binary '@@'\n",
-            f"c.yaml: invalid YAML at line 2, column 4: the tag !!binary is not allowed: {TAGS_FIX}",
+            "c.yaml: invalid YAML at line 2, column 4: the tag !!binary is not allowed: "
+            + TAGS_FIX,
             id="binary-tag",
         ),
         pytest.param(

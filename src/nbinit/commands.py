@@ -136,7 +136,8 @@ def config_validate(target: str, dotfile: bool) -> int:
         log.error(str(exc))
         return EXIT_FATAL
     rules = schema.DOTFILE if dotfile else schema.CONFIG
-    _, errors, warnings = config.review(data, shown, rules)
+    limit = config.MAX_DOTFILE_BYTES if dotfile else config.MAX_CONFIG_BYTES
+    _, errors, warnings = config.review(data, shown, rules, limit)
     for error in errors:
         log.error(error)
     if errors:

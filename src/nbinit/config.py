@@ -393,11 +393,14 @@ def check_config(
 
 
 def review(
-    data: bytes, origin: str, rules: Optional[dict[str, Any]] = None
+    data: bytes,
+    origin: str,
+    rules: Optional[dict[str, Any]] = None,
+    max_bytes: int = MAX_CONFIG_BYTES,
 ) -> tuple[Optional[dict[str, Any]], list[str], list[str]]:
     """Parse once: (the checked config, or None), every error, every warning; all name origin."""
     try:
-        parsed = parse_yaml(data, origin)
+        parsed = parse_yaml(data, origin, max_bytes)
     except NbinitError as exc:
         return None, [str(exc)], []
     return _review_parsed(parsed, origin, rules)
@@ -455,7 +458,12 @@ def record_sources(sources: dict[str, str], layer: dict[str, Any], origin: str) 
 
 def parse_dotfile(data: bytes, origin: str) -> tuple[list[dict[str, Any]], list[str]]:
     """The repos a user's dotfile declares; any other key is reported and ignored."""
-    parsed = parse_yaml(data, origin)
+    if len(data) > MAX_DOTFILE_BYTES:
+        raise NbinitError(
+            f"{origin}: larger than {MAX_DOTFILE_BYTES} bytes, the limit of a dotfile",
+            "list only your repos in it (see configs/user-dotfile.yaml)",
+        )
+    parsed = parse_yaml(data, origin, MAX_DOTFILE_BYTES)
     if parsed is None:
         return [], []
     if not isinstance(parsed, dict):
@@ -463,11 +471,13 @@ def parse_dotfile(data: bytes, origin: str) -> tuple[list[dict[str, Any]], list[
             f"{origin}: expected a mapping with `repos:`, got {_show(parsed)}",
             "see configs/user-dotfile.yaml for the form",
         )
+    ignored = [str(key) for key in parsed if key not in ("repos", "version")]
     warnings = [
-        f"{origin}: {key}: only `repos` is honoured in a user dotfile, ignored"
-        for key in parsed
-        if key not in ("repos", "version")
+        f"{origin}: {key[:MAX_SHOWN_VALUE]}: only `repos` is honoured in a user dotfile, ignored"
+        for key in ignored[:3]
     ]
+    if len(ignored) > 3:
+        warnings.append(f"{origin}: {len(ignored) - 3} more keys ignored (only `repos` counts)")
     user_part = {k: v for k, v in parsed.items() if k in ("repos", "version")}
     checked, more = check_config(user_part, origin, schema.DOTFILE)
     repos = [dict(item) for item in checked.get("repos", [])]

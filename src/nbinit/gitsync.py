@@ -239,9 +239,23 @@ def default_dest(url: str) -> str:
     return name[:-4] if name.endswith(".git") else name
 
 
+MAX_DEST_CHARS = 1024
+MAX_DEST_PARTS = 16
+
+
 def check_dest(home: str, dest: str) -> str:
-    """The absolute path of dest: relative, no '..', inside the home after symlinks."""
+    """The absolute path of dest: relative, no '..', inside the home after symlinks.
+
+    Its length and depth are capped before any file system call: resolving a path of
+    hundreds of thousands of parts costs root time quadratic in its length.
+    """
     fix = "give a directory relative to the home, e.g. `dest: notebooks/course`"
+    if len(dest) > MAX_DEST_CHARS or dest.count("/") >= MAX_DEST_PARTS:
+        raise NbinitError(
+            f"dest {dest[:60]!r}... is longer than {MAX_DEST_CHARS} characters or "
+            f"{MAX_DEST_PARTS} directories deep",
+            fix,
+        )
     if not dest or any(ord(c) < 32 for c in dest):
         raise NbinitError("dest is empty or contains control characters", fix)
     if os.path.isabs(dest):
@@ -267,10 +281,46 @@ def unused_name(stem: str, ext: str = "", separator: str = "-") -> str:
     return name
 
 
+def resolve(path: str) -> str:
+    """path with its symlinks resolved by the kernel, the part that does not exist appended.
+
+    os.path.realpath resolves links itself, one lstat per part, recursing into each
+    link's target: a home holding a chain of a thousand links raises RecursionError and a
+    web of them keeps root busy for minutes. The kernel gives up after 40 links (ELOOP).
+    """
+    missing: list[str] = []
+    head = os.path.abspath(path)
+    while True:
+        try:
+            fd = os.open(head, os.O_PATH | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if os.path.islink(head):  # a link to nothing: where a write would land is theirs
+                raise NbinitError(
+                    f"{head} is a symlink to nothing", "remove the symlink or choose another dest"
+                ) from None
+            head, tail = os.path.split(head)
+            missing.append(tail)
+            continue
+        except OSError as exc:
+            raise NbinitError(
+                f"{path} cannot be resolved: {exc.strerror}", "remove the symlinks in the way"
+            ) from None
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # no /proc: bounded by MAX_DEST_PARTS, but links are the kernel's
+            try:
+                real = os.path.realpath(head)
+            except RecursionError:
+                raise NbinitError(f"{path}: too many symlinks", "remove them") from None
+        finally:
+            os.close(fd)
+        return os.path.join(real, *reversed(missing))
+
+
 def ensure_inside(home: str, path: str, parent: bool = False) -> None:
     """path must resolve inside home (or be it, for a parent); re-checked before every write."""
-    real_home = os.path.realpath(home)
-    real = os.path.realpath(path)
+    real_home = resolve(home)
+    real = resolve(path)
     if parent and real == real_home:
         return
     if real == real_home or not real.startswith(real_home.rstrip("/") + "/"):

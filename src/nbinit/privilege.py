@@ -407,46 +407,6 @@ def read_regular_file(path: str, max_bytes: int, follow: bool = True) -> Optiona
             ) from None
 
 
-def read_file_as_user(
-    identity: Optional[Identity], path: str, *, limit: int, timeout: float
-) -> Optional[bytes]:
-    """Read a user-controlled file with the user's rights, no symlinks, at most limit bytes.
-
-    Returns None when the file does not exist. Reading as the user means a dotfile that
-    links to /etc/shadow is unreadable, not parsed and echoed into a log.
-    """
-    code = (
-        "import os,sys\n"
-        "p,n=sys.argv[1],int(sys.argv[2])\n"
-        "try:\n"
-        " fd=os.open(p,os.O_RDONLY|os.O_NOFOLLOW|os.O_NONBLOCK)\n"
-        "except FileNotFoundError:\n"
-        " sys.exit(3)\n"
-        "except OSError as e:\n"
-        " sys.stderr.write(e.strerror or str(e)); sys.exit(4)\n"
-        "import stat\n"
-        "if not stat.S_ISREG(os.fstat(fd).st_mode):\n"
-        " sys.stderr.write('not a regular file'); sys.exit(4)\n"
-        "d=os.read(fd,n+1)\n"
-        "if len(d)>n:\n"
-        " sys.stderr.write('larger than %d bytes'%n); sys.exit(4)\n"
-        "sys.stdout.buffer.write(d)\n"
-    )
-    result = run_as_user(
-        identity,
-        [sys.executable, "-I", "-S", "-c", code, path, str(limit)],
-        env=clean_environment(identity, dict(os.environ)),
-        timeout=timeout,
-        cwd="/",
-    )
-    if result.returncode == 3:
-        return None
-    if result.returncode != 0:
-        reason = result.stderr.decode("utf-8", "replace").strip()[:120] or "unreadable"
-        raise NbinitError(f"cannot read {path}: {reason}", "make it a plain file you own")
-    return result.stdout
-
-
 def exec_command(argv: list[str], env: dict[str, str], cwd: Optional[str] = None) -> None:
     """Replace this process with argv (same PID, so tini stays the server's parent)."""
     if cwd:

@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Callable, Optional
 
 from nbinit.context import Identity
@@ -261,33 +262,71 @@ def chown_fd(fd: int, uid: int, gid: int) -> None:
     os.fchown(fd, uid, gid)
 
 
+# A walk keeps two fds per level open (the directory and its listing); homes nest far less.
+MAX_WALK_DEPTH = 128
+
+
+def _too_deep() -> OSError:
+    return OSError(errno.ELOOP, f"directories nested deeper than {MAX_WALK_DEPTH} levels")
+
+
 def chown_tree(top_fd: int, uid: int, gid: int, time_left: Callable[[], float]) -> tuple[int, bool]:
     """Recursive chown inside an opened directory: (entries changed, finished in time).
 
-    fwalk opens every directory without following symlinks and chown acts on names
-    relative to those fds with follow_symlinks=False, so a symlink the user swaps in is
-    re-owned itself, never its target. It stays on the home's file system.
+    One loop over a stack of directory fds, never recursion (os.fwalk recursed per level:
+    a home nested a few thousand levels deep raised RecursionError in root). Each
+    directory is opened relative to its parent's fd without following symlinks, and chown
+    acts on names relative to those fds with follow_symlinks=False, so a symlink the user
+    swaps in is re-owned itself, never its target. It stays on the home's file system;
+    deeper than MAX_WALK_DEPTH it stops with OSError(ELOOP).
     """
     device = os.fstat(top_fd).st_dev
     changed = 0
-    walk = os.fwalk(".", dir_fd=top_fd, follow_symlinks=False)
-    for _dirpath, dirnames, filenames, dir_fd in walk:
-        if time_left() <= 0:
-            return changed, False
-        for name in list(dirnames) + filenames:
+    first = os.dup(top_fd)
+    stack: list[tuple[int, Iterator[os.DirEntry[str]]]] = [(first, os.scandir(first))]
+    try:
+        while stack:
+            dir_fd, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                _close_level(dir_fd, entries)
+                continue
+            if time_left() <= 0:
+                return changed, False
             try:
-                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
             if info.st_dev != device:
-                if name in dirnames:
-                    dirnames.remove(name)  # a mount inside the home: not ours to re-own
-                continue
+                continue  # a mount inside the home: not ours to re-own
             if (info.st_uid, info.st_gid) != (uid, gid):
                 with contextlib.suppress(FileNotFoundError):
-                    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+                    os.chown(entry.name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
                     changed += 1
-    return changed, True
+            if stat.S_ISDIR(info.st_mode):
+                if len(stack) >= MAX_WALK_DEPTH:
+                    raise _too_deep()
+                try:
+                    sub = open_directory_nofollow(entry.name, dir_fd=dir_fd)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # gone, or swapped for something else since the stat
+                except OSError as exc:
+                    if exc.errno != errno.ELOOP:  # ELOOP: swapped for a symlink: not followed
+                        raise
+                    continue
+                stack.append((sub, os.scandir(sub)))
+        return changed, True
+    finally:
+        for dir_fd, entries in stack:
+            _close_level(dir_fd, entries)
+
+
+def _close_level(dir_fd: int, entries: Iterator[os.DirEntry[str]]) -> None:
+    close = getattr(entries, "close", None)
+    if close:
+        close()
+    os.close(dir_fd)
 
 
 def copy_tree(
@@ -298,12 +337,23 @@ def copy_tree(
     The source is the image's (trusted); the destination is reached only through fds of
     directories created here, so nothing the user can touch is followed. Special files and
     other file systems (a volume mounted inside the skeleton) are skipped; nothing is
-    moved or deleted. Returns (entries copied, finished in time).
+    moved or deleted. One loop over a stack, never recursion; each directory gets its
+    owner and mode once its contents are in, also when the copy stops early. Returns
+    (entries copied, finished in time).
     """
     device = os.stat(source).st_dev
     copied = 0
-    with os.scandir(source) as entries:
-        for entry in entries:
+    # Each level: (its fd in the home, the source listing, its mode; None for the top).
+    stack: list[tuple[int, Iterator[os.DirEntry[str]], Optional[int]]] = [
+        (dest_fd, os.scandir(source), None)
+    ]
+    try:
+        while stack:
+            target_fd, entries, _ = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                _finish_copied_dir(stack.pop(), uid, gid)
+                continue
             if time_left() <= 0:
                 return copied, False
             info = entry.stat(follow_symlinks=False)
@@ -311,26 +361,46 @@ def copy_tree(
             if info.st_dev != device:
                 continue
             if stat.S_ISLNK(info.st_mode):
-                os.symlink(os.readlink(entry.path), entry.name, dir_fd=dest_fd)
-                os.chown(entry.name, uid, gid, dir_fd=dest_fd, follow_symlinks=False)
+                os.symlink(os.readlink(entry.path), entry.name, dir_fd=target_fd)
+                os.chown(entry.name, uid, gid, dir_fd=target_fd, follow_symlinks=False)
             elif stat.S_ISDIR(info.st_mode):
-                os.mkdir(entry.name, 0o700, dir_fd=dest_fd)
-                sub = open_directory_nofollow(entry.name, dir_fd=dest_fd)
+                if len(stack) > MAX_WALK_DEPTH:
+                    raise _too_deep()
+                os.mkdir(entry.name, 0o700, dir_fd=target_fd)
+                sub = open_directory_nofollow(entry.name, dir_fd=target_fd)
                 try:
-                    count, complete = copy_tree(entry.path, sub, uid, gid, time_left)
-                    copied += count
-                    os.fchown(sub, uid, gid)
-                    os.fchmod(sub, mode)
-                finally:
+                    listing = os.scandir(entry.path)
+                except OSError:
                     os.close(sub)
-                if not complete:
-                    return copied, False
+                    raise
+                stack.append((sub, listing, mode))
             elif stat.S_ISREG(info.st_mode):
-                _copy_file(entry.path, entry.name, dest_fd, uid, gid, mode, info)
+                _copy_file(entry.path, entry.name, target_fd, uid, gid, mode, info)
             else:
                 continue  # sockets, fifos, devices: opening a fifo would block
             copied += 1
-    return copied, True
+        return copied, True
+    finally:
+        while stack:
+            with contextlib.suppress(OSError):
+                _finish_copied_dir(stack.pop(), uid, gid)
+
+
+def _finish_copied_dir(
+    level: tuple[int, Iterator[os.DirEntry[str]], Optional[int]], uid: int, gid: int
+) -> None:
+    """A copied directory is done: close its listing; hand it over (the top is the caller's)."""
+    fd, entries, mode = level
+    close = getattr(entries, "close", None)
+    if close:
+        close()
+    if mode is None:
+        return
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def _copy_file(

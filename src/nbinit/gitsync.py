@@ -44,7 +44,6 @@ import json
 import os
 import re
 import select
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -619,7 +618,7 @@ class RepoLock:
                 return False
             graveyard = f"{self.path}.stale-{self.token}"
             os.rename(self.path, graveyard)
-            shutil.rmtree(graveyard, ignore_errors=True)
+            privilege.remove_tree(graveyard)
             return True
         except OSError:
             return False
@@ -642,7 +641,7 @@ class RepoLock:
             graveyard = f"{self.path}.done-{self.token}"
             with contextlib.suppress(OSError):
                 os.rename(self.path, graveyard)
-                shutil.rmtree(graveyard, ignore_errors=True)
+                privilege.remove_tree(graveyard)
         self.held = False
 
 
@@ -779,7 +778,7 @@ class RepoSync:
         with contextlib.suppress(FileNotFoundError):
             for entry in os.listdir(parent):
                 if entry.startswith(f".{name}.nbinit-clone-"):
-                    shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+                    privilege.remove_tree(os.path.join(parent, entry))
 
     def clone(self, replacing: bool = False) -> Outcome:
         parent = os.path.dirname(self.path)
@@ -821,7 +820,7 @@ class RepoSync:
             os.rename(tmp, self.path)
         finally:
             if os.path.lexists(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
+                privilege.remove_tree(tmp)
         branch = current_branch(os.path.join(self.path, ".git"))
         return self.result(
             "cloned", f"cloned {self.plan.shown} into {self.plan.dest} ({branch or 'detached'})"
@@ -1255,7 +1254,7 @@ def sync_all(
     finally:
         heartbeats.stop.set()
         progress.finish()
-        shutil.rmtree(hooks_dir, ignore_errors=True)
+        privilege.remove_tree(hooks_dir)
     return outcomes
 
 

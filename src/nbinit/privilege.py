@@ -329,6 +329,56 @@ def _close_level(dir_fd: int, entries: Iterator[os.DirEntry[str]]) -> None:
     os.close(dir_fd)
 
 
+def remove_tree(path: str) -> None:
+    """Best-effort `rm -rf path` by one loop over a stack of fds: no recursion, no link followed.
+
+    shutil.rmtree recurses per level (RecursionError on a tree a user nested a few thousand
+    levels deep, which ignore_errors does not catch). Deeper than MAX_WALK_DEPTH, or
+    whatever cannot be removed, is left where it is.
+    """
+    try:
+        top = open_directory_nofollow(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # a file or a symlink: removed itself, never its target
+        return
+    # Each level: (its fd, its listing, the fd and name to rmdir it by once it is empty).
+    try:
+        listing = os.scandir(top)
+    except OSError:
+        os.close(top)
+        return
+    stack: list[tuple[int, Iterator[os.DirEntry[str]], Optional[tuple[int, str]]]] = [
+        (top, listing, None)
+    ]
+    try:
+        while stack:
+            dir_fd, entries, parent = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                _close_level(dir_fd, entries)
+                if parent:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(parent[1], dir_fd=parent[0])
+                continue
+            with contextlib.suppress(OSError):
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.name, dir_fd=dir_fd)
+                elif len(stack) < MAX_WALK_DEPTH:
+                    sub = open_directory_nofollow(entry.name, dir_fd=dir_fd)
+                    try:
+                        stack.append((sub, os.scandir(sub), (dir_fd, entry.name)))
+                    except OSError:
+                        os.close(sub)
+    finally:
+        for dir_fd, entries, _ in reversed(stack):
+            _close_level(dir_fd, entries)
+        if not stack:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+
+
 def copy_tree(
     source: str, dest_fd: int, uid: int, gid: int, time_left: Callable[[], float]
 ) -> tuple[int, bool]:

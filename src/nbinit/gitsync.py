@@ -1319,6 +1319,9 @@ def worker_main(stdin: IO[bytes], stdout: IO[bytes]) -> int:
 # -- the root side: start the worker as the user and read its events ---------------------------
 
 
+MAX_EVENT_BYTES = 1 << 20  # one event line; each is a few hundred bytes
+
+
 class Worker:
     """A running worker: events are read until a deadline; after it, the worker carries on."""
 
@@ -1333,10 +1336,12 @@ class Worker:
         while not self.finished:
             while b"\n" in self.buffer:
                 line, self.buffer = self.buffer.split(b"\n", 1)
-                with contextlib.suppress(ValueError):
+                with contextlib.suppress(ValueError, RecursionError):
                     event = json.loads(line)
                     if isinstance(event, dict):
                         yield event
+            if len(self.buffer) > MAX_EVENT_BYTES:  # a process of the user's: root bounds it
+                self.buffer = b""
             wait = None if until is None else until - time.monotonic()
             if wait is not None and wait <= 0:
                 return

@@ -368,3 +368,39 @@ def test_json_readers_refuse_with_one_error(data, message):
     with pytest.raises(NbinitError) as caught:
         config.parse_json(data, "x.json")
     assert caught.value.problem == message
+
+
+def test_a_step_before_or_after_a_broken_config_reads_the_defaults():
+    from nbinit.context import Context, Deadline
+    from nbinit.log import Log
+
+    ctx = Context(mode="start", env={}, log=Log(), deadline=Deadline(20))
+    assert ctx.section("user") == schema.defaults()["user"]
+    ctx.config = {"version": 1}  # a config step that died before its last layer
+    assert ctx.section("repos") == []
+
+
+def test_any_exception_reading_the_admin_config_is_a_failed_config(tmp_path, monkeypatch):
+    """The step's own boundary, whatever the loader may raise one day."""
+    from nbinit import commands
+    from nbinit.steps import config as config_step
+
+    admin = tmp_path / "admin.yaml"
+    admin.write_text("version: 1\ndeadline: 9\n")
+    monkeypatch.setenv("NBINIT_BAKED_CONFIG", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("NBINIT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("NBINIT_CONFIG_URL", str(admin))
+    monkeypatch.delenv("NBINIT_DEADLINE", raising=False)
+
+    def crash(data, origin, rules=None):
+        raise TypeError("unhashable type: 'list'")
+
+    monkeypatch.setattr(config, "parse_and_check", crash)
+    ctx = commands.make_context("start")
+    result = config_step.run(ctx)
+    assert result.outcome == "degraded"
+    assert ctx.log.warnings == [
+        f"{admin}: cannot be read (TypeError): fix the config; if `nbinit config validate` "
+        "accepts it, report a bug in nbinit; using built-in defaults (no last good copy)"
+    ]
+    assert ctx.config == schema.defaults()

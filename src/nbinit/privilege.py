@@ -515,6 +515,8 @@ def read_regular_file(path: str, max_bytes: int, follow: bool = True) -> Optiona
     except OSError as exc:
         problem = "a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
         raise NbinitError(f"cannot read {path}: {problem}", "give a readable file") from None
+    except ValueError:  # a NUL in the name (from a JSON string): no file is called that
+        raise NbinitError(f"cannot read {path!r}: a NUL in the name", "give a file name") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise NbinitError(f"{path} is not a regular file", "give a readable file")

@@ -135,7 +135,7 @@ def attach_repos_progress(data: dict[str, Any]) -> None:
         try:  # the user's file: no symlink followed, size capped, JSON only
             raw = privilege.read_regular_file(path, MAX_STATUS_BYTES, follow=False)
             progress = config.parse_json(raw or b"", path, MAX_STATUS_DEPTH)
-        except (NbinitError, ValueError):
+        except NbinitError:
             continue
         if isinstance(progress, dict) and isinstance(progress.get("repos"), list):
             data["repos_progress"] = progress

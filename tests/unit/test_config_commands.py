@@ -164,7 +164,8 @@ def _hostile_file(tmp_path, kind: str) -> str:
         path.write_text(
             '{"outcome": [1], "steps": [1, {"name": {}, "duration": "x", "details": '
             '{"progress_file": "/dev/zero"}}, {"name": "repos", "details": {"progress_file": '
-            '"/"}}], "warnings": 5, "errors": [null]}'
+            '"/"}}, {"name": "repos", "details": {"progress_file": "a\\u0000b"}}], '
+            '"warnings": 5, "errors": [null]}'
         )
     return str(path)
 

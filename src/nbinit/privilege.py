@@ -264,6 +264,7 @@ def chown_fd(fd: int, uid: int, gid: int) -> None:
 
 # A walk keeps two fds per level open (the directory and its listing); homes nest far less.
 MAX_WALK_DEPTH = 128
+MAX_REMOVED = 1_000_000  # entries remove_tree looks at: a large clone leftover, many times
 
 
 def _too_deep() -> OSError:
@@ -333,8 +334,8 @@ def remove_tree(path: str) -> None:
     """Best-effort `rm -rf path` by one loop over a stack of fds: no recursion, no link followed.
 
     shutil.rmtree recurses per level (RecursionError on a tree a user nested a few thousand
-    levels deep, which ignore_errors does not catch). Deeper than MAX_WALK_DEPTH, or
-    whatever cannot be removed, is left where it is.
+    levels deep, which ignore_errors does not catch). Deeper than MAX_WALK_DEPTH, past
+    MAX_REMOVED entries, or whatever cannot be removed, is left where it is.
     """
     try:
         top = open_directory_nofollow(path)
@@ -351,10 +352,12 @@ def remove_tree(path: str) -> None:
     stack: list[tuple[int, Iterator[os.DirEntry[str]], Optional[tuple[int, str]]]] = [
         (top, listing, None)
     ]
+    seen = 0
     try:
         while stack:
             dir_fd, entries, parent = stack[-1]
-            entry = next(entries, None)
+            seen += 1
+            entry = next(entries, None) if seen <= MAX_REMOVED else None
             if entry is None:
                 stack.pop()
                 _close_level(dir_fd, entries)

@@ -94,7 +94,8 @@ def url_secrets(url: str) -> list[str]:
     except ValueError:
         return []
     userinfo = parts.netloc.rpartition("@")[0]
-    found = [v for v in userinfo.split(":", 1) if v] if userinfo else []
+    # user:password@ -> the password; a lone user@ is a token (https://TOKEN@host/...).
+    found = [userinfo.split(":", 1)[-1]] if userinfo else []
     for item in parts.query.split("&"):
         key, _, value = item.partition("=")
         if value and _SECRET_PARAMETER.search(unquote(key)):

@@ -675,7 +675,16 @@ def skeleton_problem(path: str) -> str:
         return "is not a directory"
     if not privilege.is_public_image_entry(info):
         return "is not a root-owned directory readable by everyone and writable by root only"
-    return ""
+    # The copy walks by path: every directory above must be root's alone (nobody can swap
+    # a link in) and open to everyone (a 0700 /root/skel is nothing the user could read).
+    current = os.path.realpath(os.path.dirname(path))
+    while True:
+        above = os.stat(current)
+        if above.st_uid != 0 or above.st_mode & 0o022 or not above.st_mode & 0o001:
+            return f"is under {current}, which is not root's alone or not open to everyone"
+        if current == "/":
+            return ""
+        current = os.path.dirname(current)
 
 
 def _show(value: str) -> str:

@@ -143,7 +143,7 @@ def config_validate(target: str, dotfile: bool) -> int:
         return EXIT_FATAL
     for warning in warnings:
         log.warning(warning)
-    sys.stdout.write(f"{shown}: valid{' with warnings' if warnings else ''}\n")
+    sys.stdout.write(escape(f"{shown}: valid{' with warnings' if warnings else ''}") + "\n")
     return EXIT_DEGRADED if warnings else EXIT_OK
 
 

@@ -585,31 +585,38 @@ def test_skeleton_copies_only_what_the_user_could_read_anyway(sandbox, tmp_path)
     assert result.lines("WARNING") == []
 
 
+NOT_PUBLIC = "is not a root-owned directory readable by everyone and writable by root only"
+
+
 @pytest.mark.parametrize(
-    "arrange, why",
+    "arrange, skeleton, why",
     [
-        (lambda box: box.symlink("/opt/skel", "/etc"), "is not a directory"),
+        (lambda box: box.symlink("/opt/skel", "/etc"), "/opt/skel", "is not a directory"),
+        (lambda box: box.mkdir("/opt/skel", uid=1000, gid=100), "/opt/skel", NOT_PUBLIC),
+        (lambda box: box.mkdir("/opt/skel", mode=0o700), "/opt/skel", NOT_PUBLIC),
         (
-            lambda box: box.mkdir("/opt/skel", uid=1000, gid=100),
-            "is not a root-owned directory readable by everyone and writable by root only",
+            lambda box: (box.mkdir("/opt/open", mode=0o777), box.mkdir("/opt/open/skel")),
+            "/opt/open/skel",
+            "is under /opt/open, which is not root's alone or not open to everyone",
         ),
         (
-            lambda box: box.mkdir("/opt/skel", mode=0o700),
-            "is not a root-owned directory readable by everyone and writable by root only",
+            lambda box: (box.mkdir("/opt/closed", mode=0o700), box.mkdir("/opt/closed/skel")),
+            "/opt/closed/skel",
+            "is under /opt/closed, which is not root's alone or not open to everyone",
         ),
     ],
-    ids=["link-to-etc", "jovyans-directory", "root-only-directory"],
+    ids=["link-to-etc", "jovyans-directory", "root-only-directory", "under-open", "under-closed"],
 )
-def test_unsafe_skeleton_gives_an_empty_home_and_one_warning(sandbox, arrange, why):
+def test_unsafe_skeleton_gives_an_empty_home_and_one_warning(sandbox, arrange, skeleton, why):
     sandbox.add_jovyan()
     sandbox.mkdir("/s/alice/jupyterhub")
-    baked(sandbox, "user:\n  skeleton: /opt/skel\n")
     arrange(sandbox)
+    baked(sandbox, f"user:\n  skeleton: {skeleton}\n")
     result = sandbox.run(["nbinit", "start", "--", "ls", "-A", "/home/alice"], env=ALICE)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert [line.split("nbinit: ", 1)[1] for line in result.lines("WARNING")] == [
-        f"skeleton /opt/skel (user.skeleton) {why}: home empty"
+        f"skeleton {skeleton} (user.skeleton) {why}: home empty"
     ]
 
 

@@ -563,3 +563,41 @@ def test_a_start_killed_mid_copy_leaves_nothing_root_owned_after_the_next(
     entries = [home, *home.rglob("*")]
     assert len(entries) == 1 + 100 + 100 * 200
     assert [p for p in entries if os.lstat(p).st_uid != 4321] == []
+
+
+def test_recursive_chown_past_its_budget_reports_the_rest_in_one_warning(tmp_path):
+    """In process, as root: a budget already spent leaves everything, said once."""
+    import io
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown")
+
+    from nbinit import accounts
+    from nbinit.context import Identity
+    from nbinit.log import Log
+
+    home = tmp_path / "alice"
+    (home / "work").mkdir(parents=True)
+    (home / "work" / "a.py").write_text("x = 1\n")
+    os.link(home / "work" / "a.py", tmp_path / "outside")
+    os.chown(home, 4321, 4321)
+    policy = accounts.Policy()
+    policy.chown_home = "recursive"
+    log = Log(stream=io.StringIO())
+    identity = Identity("alice", 4321, 4321, str(home))
+    accounts.ensure_home(identity, policy, log, lambda: 0.0)
+    assert log.warnings == [
+        f"home {home}: recursive chown changed 0 entries to 4321:4321; it stopped at the "
+        "deadline, the rest keeps its owner; fix those by hand, or set user.chown_home: top"
+    ]
+    assert os.lstat(home / "work").st_uid == 0
+
+    log = Log(stream=io.StringIO())
+    accounts.ensure_home(identity, policy, log, lambda: 5.0)
+    assert log.warnings == [
+        f"home {home}: recursive chown changed 1 entries to 4321:4321; 1 files with more "
+        "than one hard link were left as they are; fix those by hand, or set "
+        "user.chown_home: top"
+    ]
+    assert os.lstat(home / "work").st_uid == 4321
+    assert os.lstat(tmp_path / "outside").st_uid == 0

@@ -177,3 +177,17 @@ def test_privileged_groups():
     ):
         entry = grp.struct_group((name, "x", gid, []))
         assert accounts.is_privileged_group(entry, policy) is privileged, name
+
+
+def test_the_server_is_never_exec_d_as_root_without_a_decided_user():
+    import os
+
+    from nbinit import launch
+    from nbinit.context import Context, Deadline
+
+    if os.geteuid() != 0:
+        pytest.skip("the check is root's")
+    ctx = Context("start", {"PATH": "/usr/bin:/bin"}, Log(stream=io.StringIO()), Deadline(5))
+    ctx.command = ["/bin/true"]
+    with pytest.raises(NbinitError, match="refusing to run the server as root"):
+        launch.exec_server(ctx)

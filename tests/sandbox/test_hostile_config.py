@@ -311,6 +311,14 @@ TRUSTED_BUT_BOUNDED = [
         warnings=["user.extra_groups: shadow (gid 42), disk (gid 6) not added"],
     ),
     Case(
+        "https-extra-groups-baked-disk-only",
+        "user:\n  extra_groups: [users, disk, shadow]\n",
+        how="https",
+        arrange=baked("user:\n  extra_groups: [users, disk]\n"),
+        warnings=["user.extra_groups: shadow (gid 42) not added"],
+        server_id="uid=4321(alice) gid=4321(alice) groups=4321(alice),6(disk),100(users)",
+    ),
+    Case(
         "baked-extra-groups-disk",
         arrange=baked("user:\n  extra_groups: [users, disk]\n"),
         server_id="uid=4321(alice) gid=4321(alice) groups=4321(alice),6(disk),100(users)",

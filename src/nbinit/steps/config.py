@@ -180,6 +180,7 @@ def run(ctx: Context) -> StepResult:
             ctx.log.warning(warning)
         if layer is not None:
             layers.add(layer, baked_path(ctx.env))
+            ctx.baked = layer
     except NbinitError as exc:
         # A broken baked config is the image author's bug; `nbinit check` catches it.
         ctx.log.warning(f"{exc}; using built-in defaults")

@@ -13,7 +13,6 @@ from typing import Any, Optional
 
 from nbinit import accounts
 from nbinit.context import MUST_RUN_FLOOR, Context, Identity, StepResult, degraded, ok, skipped
-from nbinit.steps.config import baked_path
 
 MARKER_TIMEOUT = 5.0
 TOOL_TIMEOUT = 10.0
@@ -82,10 +81,9 @@ def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> 
     accounts.check_home_path(home)
     accounts.check_home(home)
     accounts.check_home_owner(home, uid, policy)
-    if ctx.sources.get("user.extra_groups", "defaults") not in ("defaults", baked_path(ctx.env)):
-        policy.baked_groups = ("users",)  # a system group must come from the image itself
-    else:
-        policy.baked_groups = policy.extra_groups
+    # A system group must be listed by the image itself, whichever config lists it now.
+    baked_groups = (ctx.baked.get("user") or {}).get("extra_groups")
+    policy.baked_groups = tuple(baked_groups) if baked_groups is not None else ("users",)
     warnings_before = len(ctx.log.warnings)
     identity = accounts.ensure_account(name, uid, gid, policy, ctx.log, _budget(ctx, TOOL_TIMEOUT))
     floor = time.monotonic() + MUST_RUN_FLOOR

@@ -286,7 +286,7 @@ def test_home_nested_3000_deep_with_recursive_chown(box, nested):
     box.add_jovyan()
     box.mkdir("/s/alice/jupyterhub")
     baked(box, user={"chown_home": "recursive"})
-    box.mkdir("/home/alice", mode=0o755, uid=0, gid=0)
+    box.mkdir("/home/alice", mode=0o755, uid=4321, gid=4321)  # hers: kept, contents re-owned
     box.mkdir("/home/alice/deep", mode=0o755, uid=0, gid=0)
     nested(box.host_view("/home/alice/deep"), 3000)  # os.fwalk raised RecursionError in root
     result = start(

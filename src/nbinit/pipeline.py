@@ -9,7 +9,7 @@ import select
 import signal
 import time
 from types import FrameType
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from nbinit import privilege, status
 from nbinit.context import FAILED, Context, StepResult, failed, skipped
@@ -22,6 +22,9 @@ from nbinit.errors import (
 )
 
 Step = Callable[[Context], StepResult]
+
+# When the config never loaded (the FATAL came first): the schema's default.
+DEFAULT_EXPLAIN_MINUTES = 15.0
 
 
 def _traceback() -> str:
@@ -60,13 +63,18 @@ def run_step(ctx: Context, name: str, step: Optional[Step] = None) -> StepResult
         raise
     except NbinitError as exc:
         (ctx.log.fatal if critical else ctx.log.error)(str(exc))
+        if critical:
+            ctx.failure = exc
         result = failed(name, str(exc), critical=critical)
     except Exception as exc:  # a bug in nbinit: say where, keep the traceback for debug
-        ctx.log.error(
-            f"step {name} crashed ({type(exc).__name__}: {exc}); "
-            "this is a bug in nbinit, set NBINIT_DEBUG=1 for the traceback"
+        crash = NbinitError(
+            f"step {name} crashed ({type(exc).__name__}: {exc})",
+            "this is a bug in nbinit, set NBINIT_DEBUG=1 for the traceback",
         )
+        ctx.log.error(f"{crash.problem}; {crash.fix}")
         ctx.log.debug(_traceback())
+        if critical:
+            ctx.failure = crash
         result = failed(name, f"internal error: {type(exc).__name__}", critical=critical)
     finally:
         ctx.log.step = None
@@ -134,9 +142,7 @@ def start(ctx: Context) -> int:
     install_signal_handlers()
     try:
         if not run_steps(ctx, START_STEPS):
-            ctx.log.fatal("not starting the server: fix the problem above and restart")
-            status.write_status(ctx, finished=True)
-            return EXIT_FATAL
+            return end_with_fatal(ctx)
         started = time.monotonic()
         exec_result = StepResult("exec", reason=" ".join(ctx.command))
         exec_result.started = time.time()
@@ -146,6 +152,7 @@ def start(ctx: Context) -> int:
         exec_result.duration = time.monotonic() - started
         who = f"{ctx.user.name} (uid {ctx.user.uid})" if ctx.user else "the current user"
         ctx.log.info(f"{summary(ctx)}; exec {' '.join(ctx.command)} as {who}")
+        ctx.serving = serving(ctx, "server")
         status.write_status(ctx, finished=True)
         restore_signal_handlers()
         launch.exec_server(ctx)
@@ -154,14 +161,50 @@ def start(ctx: Context) -> int:
         status.write_status(ctx, finished=True)
         return EXIT_TERMINATED
     except NbinitError as exc:
-        ctx.log.fatal(str(exc))
-        status.write_status(ctx, finished=True)
-        return EXIT_FATAL
+        ctx.failure = exc
     except OSError as exc:
-        ctx.log.fatal(f"cannot exec {ctx.command[0]}: {exc.strerror}: check the command and PATH")
+        ctx.failure = NbinitError(
+            f"cannot exec {ctx.command[0]}: {exc.strerror}", "check the command and PATH"
+        )
+    if ctx.failure is None:  # exec_server returns only in tests that replace it
+        return EXIT_FATAL
+    ctx.log.fatal(str(ctx.failure))
+    ctx.serving = None
+    return end_with_fatal(ctx)
+
+
+def serving(ctx: Context, what: str) -> dict[str, Any]:
+    """What will answer on the server's address, for `nbinit ready` to probe."""
+    from nbinit import failpage
+
+    host, port, prefix = failpage.address(ctx.env)
+    return {"what": what, "pid": os.getpid(), "host": host, "port": port, "prefix": prefix}
+
+
+def end_with_fatal(ctx: Context) -> int:
+    """A FATAL ended the start: tell Kubernetes and, under a hub, the user's browser.
+
+    on_fatal explain: serve the failure page as nobody, then exit 0 (the pod completes, the
+    user starts again from the hub); exit: exit 1 as before.
+    """
+    from nbinit import failpage
+
+    exc = ctx.failure or NbinitError(ctx.log.errors[-1] if ctx.log.errors else "start failed")
+    failure = failpage.Failure(exc.problem, exc.fix, ctx.env, ctx.log.secrets)
+    failpage.write_termination_log(
+        f"FATAL nbinit: {failure.line()}\n",
+        ctx.env.get("NBINIT_TERMINATION_LOG") or failpage.TERMINATION_LOG,
+    )
+    ctx.log.fatal("not starting the server: fix the problem above and restart")
+    mode = failpage.choose(ctx.config.get("on_fatal"), ctx.env)
+    if mode == failpage.EXIT:
         status.write_status(ctx, finished=True)
         return EXIT_FATAL
-    return EXIT_FATAL  # exec_server returns only in tests that replace it
+    restore_signal_handlers()
+    ctx.serving = serving(ctx, "failure page")
+    status.write_status(ctx, finished=True)
+    minutes = float(ctx.config.get("explain_minutes") or DEFAULT_EXPLAIN_MINUTES)
+    return failpage.serve(failure, ctx.env, minutes, ctx.user, ctx.log)
 
 
 # postStart: the kubelet gives an exec hook no timeout; a hook that hangs leaves a pod nobody

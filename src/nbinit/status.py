@@ -65,6 +65,7 @@ def build_status(ctx: Context, finished: bool = False) -> dict[str, Any]:
         "steps": [r.as_dict() for r in ctx.results],
         "warnings": list(ctx.log.warnings),
         "errors": list(ctx.log.errors),
+        "serving": ctx.serving,
     }
 
 

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(tini git shellcheck python3-venv iproute2 util-linux)
+# chromium: the end-to-end test renders the failure page in a real browser (headless).
+apt_packages=(tini git shellcheck python3-venv iproute2 util-linux chromium)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

@@ -150,6 +150,8 @@ class Context:
         self.background: list[Callable[[], None]] = []
         self.status_path = ""
         self.dry_run = False
+        # Names this run in files that outlive it (the problems file's state).
+        self.run_id = f"{os.getpid()}-{time.time_ns()}"
         # The FATAL that ended a start: its problem and fix, for the failure page.
         self.failure: Optional[NbinitError] = None
         # What answers on the server's port once setup ended: for `nbinit ready`.

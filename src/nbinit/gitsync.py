@@ -473,6 +473,14 @@ def _process_start(pid: int) -> str:
         return ""
 
 
+def _pid_namespace() -> str:
+    """This process's pid namespace, e.g. `pid:[4026531836]` ("" where /proc cannot say)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 class RepoLock:
     """A lock that holds across hosts sharing the home over NFS.
 
@@ -492,7 +500,10 @@ class RepoLock:
         import uuid
 
         self.token = uuid.uuid4().hex
-        self.host = socket.gethostname()
+        # A pid means something only inside its pid namespace: two containers with one
+        # hostname (hostNetwork pods, or the test sandboxes) must not judge each other's
+        # live lock stale by a pid that is another process here.
+        self.host = f"{socket.gethostname()}@{_pid_namespace()}"
         self.held = False
         self.lost = False
 
@@ -1250,7 +1261,7 @@ def worker_main(stdin: IO[bytes], stdout: IO[bytes]) -> int:
 
     emit({"event": "started", "pid": os.getpid()})
     try:
-        sync_all(
+        outcomes = sync_all(
             plans,
             policy,
             home,
@@ -1263,6 +1274,19 @@ def worker_main(stdin: IO[bytes], stdout: IO[bytes]) -> int:
     except NbinitError as exc:
         emit({"event": "error", "message": str(exc)})
         return 1
+    problems_file = job.get("problems")
+    if problems_file:  # the start's problems file, with this sync's outcome, as the user
+        from nbinit import problems
+
+        try:
+            problems.update(
+                home,
+                problems_file["name"],
+                problems_file["run"],
+                repos=[o.message for o in outcomes if o.level != "INFO"],
+            )
+        except OSError as exc:
+            log.warning(f"cannot update the problems file: {exc.strerror or exc}")
     emit({"event": "finished"})
     return 0
 
@@ -1320,8 +1344,12 @@ def start_worker(
     dry_run: bool = False,
     terminal: bool = False,
     timeout: float = 10.0,
+    problems_file: Optional[dict[str, str]] = None,
 ) -> Worker:
-    """Start `python -m nbinit.gitsync` as the user, detached, and hand it the plan."""
+    """Start `python -m nbinit.gitsync` as the user, detached, and hand it the plan.
+
+    problems_file ({name, run}): the worker updates the start's problems file when done.
+    """
     home = identity.home if identity else env.get("HOME", "")
     job = {
         "home": home,
@@ -1330,6 +1358,7 @@ def start_worker(
         "dry_run": dry_run,
         "terminal": terminal,
         "progress_file": progress_path(home),
+        "problems": problems_file,
     }
     worker_env = privilege.clean_environment(identity, env)
     for key in ("NBINIT_LOG_FORMAT", "NBINIT_DEBUG", "NBINIT_GIT_TOKEN", "NBINIT_GIT_USERNAME"):

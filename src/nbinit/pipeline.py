@@ -7,6 +7,7 @@ import json
 import os
 import select
 import signal
+import subprocess
 import time
 from types import FrameType
 from typing import Any, Callable, Optional
@@ -149,6 +150,7 @@ def start(ctx: Context) -> int:
         ctx.results.append(exec_result)
         for job in ctx.background:
             job()
+        report_problems(ctx)
         exec_result.duration = time.monotonic() - started
         who = f"{ctx.user.name} (uid {ctx.user.uid})" if ctx.user else "the current user"
         ctx.log.info(f"{summary(ctx)}; exec {' '.join(ctx.command)} as {who}")
@@ -171,6 +173,48 @@ def start(ctx: Context) -> int:
     ctx.log.fatal(str(ctx.failure))
     ctx.serving = None
     return end_with_fatal(ctx)
+
+
+def report_problems(ctx: Context) -> None:
+    """Write (or remove) the problems file in the home, as the user.
+
+    Costs nothing on a clean start with no old file: no process is started then.
+    """
+    name = ctx.config.get("problems_file") or "off"
+    if name == "off" or ctx.user is None or not os.path.isdir(ctx.user.home):
+        return
+    found = [*ctx.log.warnings, *ctx.log.errors]
+    path = os.path.join(ctx.user.home, name)
+    if not found and not os.path.lexists(path):
+        return
+    pending: list[str] = []
+    for step in ctx.results:
+        if step.name == "repos":
+            pending = list(step.details.get("background") or [])
+    request = {"home": ctx.user.home, "name": name, "run": ctx.run_id}
+    request.update(start=found, pending=pending)
+    try:
+        if privilege.switches_user(ctx.user):
+            from nbinit import runtime
+
+            written = privilege.run_as_user(
+                ctx.user,
+                runtime.module_command("nbinit.problems"),
+                env=privilege.clean_environment(ctx.user, ctx.env),
+                timeout=max(2.0, ctx.deadline.cap(5.0)),
+                cwd="/",
+                stdin_data=json.dumps(request).encode(),
+            )
+            why = written.stderr.decode("utf-8", "replace").strip()[-200:]
+            if written.returncode != 0:
+                raise OSError(why or f"exit {written.returncode}")
+        else:
+            from nbinit import problems
+
+            problems.update(ctx.user.home, name, ctx.run_id, start=found, pending=pending)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        # INFO: the home's own problem (read-only, root-squashed) was already a WARNING.
+        ctx.log.info(f"problems file {path} not written: {exc}")
 
 
 def serving(ctx: Context, what: str) -> dict[str, Any]:

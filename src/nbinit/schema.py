@@ -252,7 +252,7 @@ CONFIG: dict[str, Any] = {
         "problems_file": {
             "type": "string",
             "pattern": "^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$",
-            "default": "STARTUP-PROBLEMS.md",
+            "default": "STARTUP-PROBLEMS.txt",
             "description": "Name of the file in the home's top directory that lists what a "
             "start could not do and the fix (removed after a clean start); off: never.",
         },

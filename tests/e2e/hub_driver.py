@@ -23,53 +23,14 @@ import re
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 
-TOKEN = "e2e-admin-token-0123456789abcdef"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers.hubconfig import call, hub_config  # noqa: E402 (run as a script)
+
 HUB_API = "http://127.0.0.1:8081/hub/api"
 PROXY = "http://127.0.0.1:8000"
-
-CONFIG = """
-c = get_config()  # noqa
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = 8000
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = 8081
-c.JupyterHub.db_url = "sqlite:////tmp/hub/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "/tmp/hub/cookie_secret"
-c.ConfigurableHTTPProxy.command = [{chp!r}]
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
-c.ConfigurableHTTPProxy.pid_file = "/tmp/hub/proxy.pid"
-c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
-c.JupyterHub.spawner_class = "simple"
-c.Spawner.cmd = {cmd!r}
-c.Spawner.environment = {environment!r}
-c.Spawner.start_timeout = 45
-c.Spawner.http_timeout = {http_timeout!r}
-c.JupyterHub.services = [{{"name": "e2e", "api_token": {token!r}}}]
-c.JupyterHub.load_roles = [
-    {{
-        "name": "e2e-admin",
-        "scopes": ["admin:users", "admin:servers", "admin:server_state", "access:servers"],
-        "services": ["e2e"],
-    }}
-]
-"""
-
-
-def call(method: str, url: str, timeout: float = 5.0) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        url, method=method, headers={"Authorization": f"token {TOKEN}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read()
-            return response.status, json.loads(body) if body.strip() else {}
-    except urllib.error.HTTPError as exc:
-        return exc.code, {"error": exc.read().decode("utf-8", "replace")[:300]}
 
 
 def wait_for(what: str, check, deadline: float) -> None:
@@ -108,11 +69,10 @@ def main() -> int:
     cmd, environment, http_timeout = SCENARIOS[scenario]
     os.makedirs("/tmp/hub", exist_ok=True)
     with open("/tmp/hub/jupyterhub_config.py", "w") as handle:
-        handle.write(
-            CONFIG.format(
-                chp=chp, token=TOKEN, cmd=cmd, environment=environment, http_timeout=http_timeout
-            )
+        config = hub_config(
+            chp=chp, cmd=cmd, work="/tmp/hub", environment=environment, http_timeout=http_timeout
         )
+        handle.write(config)
     hub = subprocess.Popen(
         ["jupyterhub", "-f", "/tmp/hub/jupyterhub_config.py"], cwd="/tmp/hub", stdout=sys.stderr
     )

@@ -42,7 +42,7 @@ def main() -> int:
         listener.listen(64)
         port = listener.getsockname()[1]
         status = os.path.join(state, "status.json")
-        serving = {"what": "server", "pid": os.getpid(), "host": "127.0.0.1", "port": port}
+        serving = {"what": "server", "pid": os.getpid(), "url": f"http://127.0.0.1:{port}/"}
         with open(status, "w") as handle:
             json.dump({"finished": True, "serving": serving}, handle)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NBINIT_STATUS_FILE": status}

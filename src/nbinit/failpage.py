@@ -25,7 +25,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any, Optional
-from urllib.parse import urlsplit
 
 from nbinit import privilege
 from nbinit.context import Identity
@@ -34,7 +33,6 @@ from nbinit.log import Log
 
 EXPLAIN = "explain"
 EXIT = "exit"
-DEFAULT_PORT = 8888
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_LOG_MAX = 4096  # what Kubernetes keeps of it
 TEXT_MAX = 2000  # per field shown: a FATAL line is one sentence and its fix
@@ -117,14 +115,10 @@ def _bounded(text: str) -> str:
 
 def address(env: dict[str, str]) -> tuple[str, int, str]:
     """(host, port, prefix) to serve on: those of JUPYTERHUB_SERVICE_URL, else :8888 and /."""
-    host, port = "", DEFAULT_PORT
-    url = env.get("JUPYTERHUB_SERVICE_URL", "")
-    if url:
-        with contextlib.suppress(ValueError):
-            parts = urlsplit(url)
-            host = parts.hostname or ""
-            port = parts.port or DEFAULT_PORT
-    prefix = env.get("JUPYTERHUB_SERVICE_PREFIX") or (urlsplit(url).path if url else "") or "/"
+    from nbinit.readiness import service_address
+
+    host, port, path = service_address(env.get("JUPYTERHUB_SERVICE_URL", ""))
+    prefix = env.get("JUPYTERHUB_SERVICE_PREFIX") or path or "/"
     if not prefix.startswith("/"):
         prefix = "/" + prefix
     return host, port, prefix if prefix.endswith("/") else prefix + "/"

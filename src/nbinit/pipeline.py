@@ -218,11 +218,8 @@ def report_problems(ctx: Context) -> None:
 
 
 def serving(ctx: Context, what: str) -> dict[str, Any]:
-    """What will answer on the server's address, for `nbinit ready` to probe."""
-    from nbinit import failpage
-
-    host, port, prefix = failpage.address(ctx.env)
-    return {"what": what, "pid": os.getpid(), "host": host, "port": port, "prefix": prefix}
+    """What will answer at JUPYTERHUB_SERVICE_URL, for `nbinit ready` to probe."""
+    return {"what": what, "pid": os.getpid(), "url": ctx.env.get("JUPYTERHUB_SERVICE_URL", "")}
 
 
 def end_with_fatal(ctx: Context) -> int:

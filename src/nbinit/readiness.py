@@ -18,6 +18,20 @@ import socket
 from typing import Any, Optional
 
 CONNECT_TIMEOUT = 0.05  # seconds; loopback answers in microseconds or refuses at once
+DEFAULT_PORT = 8888  # jupyterhub-singleuser's (and KubeSpawner's) port
+
+
+def service_address(url: str) -> tuple[str, int, str]:
+    """(host, port, path) of a JUPYTERHUB_SERVICE_URL; ("", 8888, "") when it is unset."""
+    if not url:
+        return "", DEFAULT_PORT, ""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        return parts.hostname or "", parts.port or DEFAULT_PORT, parts.path
+    except ValueError:  # a port that is not a number: the server would not start either
+        return "", DEFAULT_PORT, ""
 
 
 def _read(env: dict[str, str]) -> tuple[Optional[str], Optional[dict[str, Any]]]:
@@ -67,7 +81,8 @@ def check(env: dict[str, str]) -> tuple[bool, str]:
         return False, f"the {what} (pid {pid}) is gone"
     except PermissionError:
         pass  # it runs as another user: alive
-    host, port = _connect_host(str(serving.get("host") or "")), int(serving.get("port") or 0)
+    host, port, _ = service_address(str(serving.get("url") or ""))
+    host = _connect_host(host)
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
             pass

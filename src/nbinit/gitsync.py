@@ -477,14 +477,6 @@ def _process_start(pid: int) -> str:
         return ""
 
 
-def _pid_namespace() -> str:
-    """This process's pid namespace, e.g. `pid:[4026531836]` ("" where /proc cannot say)."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
 class RepoLock:
     """A lock that holds across hosts sharing the home over NFS.
 
@@ -504,10 +496,7 @@ class RepoLock:
         import uuid
 
         self.token = uuid.uuid4().hex
-        # A pid means something only inside its pid namespace: two containers with one
-        # hostname (hostNetwork pods, or the test sandboxes) must not judge each other's
-        # live lock stale by a pid that is another process here.
-        self.host = f"{socket.gethostname()}@{_pid_namespace()}"
+        self.host = socket.gethostname()
         self.held = False
         self.lost = False
 

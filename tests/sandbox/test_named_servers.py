@@ -1,7 +1,7 @@
 """Named servers: two of one user's servers start at once on the same home volume.
 
-Two containers (two sandboxes, as two pods would be), each with its own /etc, share one
-home directory bind-mounted from the test's tmp dir, and start together against a slowed
+Two containers (two sandboxes, as two pods would be), each with its own /etc and hostname,
+share one home directory bind-mounted from the test's tmp dir, and start together against a slowed
 git server so their syncs overlap. Each repo must be cloned exactly once, and no lock,
 temporary or partial clone may be left behind.
 """
@@ -41,8 +41,11 @@ def test_two_starts_on_one_home_sync_each_repo_once_and_leave_nothing_behind(san
         "git": {"allowed_schemes": ["http"], "min_free_mb": 0},
         "repos": [{"url": server.url(name), "dest": name} for name in REPOS],
     }
+    # Two pods: each its own hostname (the repo lock tells a dead owner on this host from
+    # a live one elsewhere by it), one home volume.
     boxes = [sandbox, Sandbox(tmp_path / "second")]
-    for box in boxes:
+    for index, box in enumerate(boxes):
+        box.hostname = f"jupyter-alice--server{index}"
         box.add_jovyan()
         box.setup.append(f"mount --bind {volume} $R{HOME}")
         box.write("/etc/nbinit/config.yaml", yaml.safe_dump(config))

@@ -144,6 +144,11 @@ def test_a_fatal_in_a_real_container_under_a_real_hub_shows_the_page_and_ends_cl
         assert serving, [p.cmdline for p in container.processes()]
         assert {tuple(p.uid) for p in serving} == {("65534",) * 4}, serving
 
+        # The readinessProbe's answer, as the kubelet runs it (exec, here as jovyan): ready,
+        # so KubeSpawner hands the pod to the hub and the user reaches the page.
+        probe = container.exec("nbinit", "ready", user="1000")
+        assert probe.startswith("ready: the failure page (pid "), probe
+
         # What `podman stop` does: SIGTERM to the container's PID 1, then wait. Sent here
         # directly, so podman's own start-up (0.1-1.5 s on a loaded machine) is not counted.
         pid1 = container.host_pid()

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import NoReturn, Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 from nbinit import __version__
 from nbinit.errors import EXIT_FATAL, EXIT_USAGE
 
+if TYPE_CHECKING:
+    import argparse
 
-class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on a usage error; nbinit's contract (and sysexits) says 64."""
 
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"nbinit: error: {message}\n")
-        sys.exit(EXIT_USAGE)
+def _parser_class() -> type[argparse.ArgumentParser]:
+    """Imported only to parse: `nbinit start` and `nbinit ready` never pay for argparse."""
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        """argparse exits 2 on a usage error; nbinit's contract (and sysexits) says 64."""
+
+        def error(self, message: str) -> NoReturn:
+            self.print_usage(sys.stderr)
+            sys.stderr.write(f"nbinit: error: {message}\n")
+            sys.exit(EXIT_USAGE)
+
+    return _Parser
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    _Parser = _parser_class()
     parser = _Parser(
         prog="nbinit",
         description="Startup agent for JupyterHub notebook images.",
@@ -61,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     repo_commands.required = True
     sync = repo_commands.add_parser("sync", help="clone and update your repos now")
     sync.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+
+    commands.add_parser(
+        "ready",
+        help="readiness probe: exit 0 once the server (or the failure page) accepts "
+        "connections, else 1 with why",
+    )
 
     gpu = commands.add_parser("gpu", help="the GPU report")
     gpu.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -107,6 +124,10 @@ def _dispatch(words: list[str]) -> int:
         from nbinit import commands
 
         return commands.start(parse_start_command(words[1:]))
+    if words == ["ready"]:  # every few seconds in every pod: no argparse, no pipeline
+        from nbinit import readiness
+
+        return readiness.main()
     args = build_parser().parse_args(words)
     from nbinit import commands
 
@@ -122,6 +143,10 @@ def _dispatch(words: list[str]) -> int:
         return commands.config_validate(args.target, dotfile=args.dotfile)
     if args.command == "config":
         return commands.config_show()
+    if args.command == "ready":
+        from nbinit import readiness
+
+        return readiness.main()
     if args.command == "repos":
         return commands.repos_sync(dry_run=args.dry_run)
     return commands.gpu_report(as_json=args.json)

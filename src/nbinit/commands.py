@@ -63,7 +63,8 @@ def start(command: Optional[list[str]]) -> int:
         ctx.command = launch.resolve_command(command or [], ctx.env.get("PATH"))
     except NbinitError as exc:
         ctx.log.fatal(str(exc))
-        return EXIT_FATAL
+        ctx.failure = exc
+        return pipeline.end_with_fatal(ctx)
     if ctx.status_path:
         ctx.log.info(f"status file: {ctx.status_path}")
     return pipeline.start(ctx)

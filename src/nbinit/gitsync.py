@@ -1303,7 +1303,7 @@ def worker_main(stdin: IO[bytes], stdout: IO[bytes]) -> int:
 
     emit({"event": "started", "pid": os.getpid()})
     try:
-        sync_all(
+        outcomes = sync_all(
             plans,
             policy,
             home,
@@ -1316,6 +1316,19 @@ def worker_main(stdin: IO[bytes], stdout: IO[bytes]) -> int:
     except NbinitError as exc:
         emit({"event": "error", "message": str(exc)})
         return 1
+    problems_file = job.get("problems")
+    if problems_file:  # the start's problems file, with this sync's outcome, as the user
+        from nbinit import problems
+
+        try:
+            problems.update(
+                home,
+                problems_file["name"],
+                problems_file["run"],
+                repos=[o.message for o in outcomes if o.level != "INFO"],
+            )
+        except OSError as exc:
+            log.warning(f"cannot update the problems file: {exc.strerror or exc}")
     emit({"event": "finished"})
     return 0
 
@@ -1378,8 +1391,12 @@ def start_worker(
     dry_run: bool = False,
     terminal: bool = False,
     timeout: float = 10.0,
+    problems_file: Optional[dict[str, str]] = None,
 ) -> Worker:
-    """Start `python -m nbinit.gitsync` as the user, detached, and hand it the plan."""
+    """Start `python -m nbinit.gitsync` as the user, detached, and hand it the plan.
+
+    problems_file ({name, run}): the worker updates the start's problems file when done.
+    """
     home = identity.home if identity else env.get("HOME", "")
     job = {
         "home": home,
@@ -1388,6 +1405,7 @@ def start_worker(
         "dry_run": dry_run,
         "terminal": terminal,
         "progress_file": progress_path(home),
+        "problems": problems_file,
     }
     worker_env = privilege.clean_environment(identity, env)
     for key in ("NBINIT_LOG_FORMAT", "NBINIT_DEBUG", "NBINIT_GIT_TOKEN", "NBINIT_GIT_USERNAME"):

@@ -7,7 +7,6 @@ import os
 import time
 from typing import Any, Optional
 
-from nbinit import privilege
 from nbinit.context import DEGRADED, FAILED, OK, Context
 from nbinit.log import clean_tree, escape
 
@@ -66,6 +65,7 @@ def build_status(ctx: Context, finished: bool = False) -> dict[str, Any]:
         "steps": [r.as_dict() for r in ctx.results],
         "warnings": list(ctx.log.warnings),
         "errors": list(ctx.log.errors),
+        "serving": ctx.serving,
     }
 
 
@@ -74,6 +74,8 @@ def write_json_atomic(
 ) -> None:
     """The JSON of data at path, atomically (privilege.write_file_atomic), its directory made."""
     os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    from nbinit import privilege  # only to write: `nbinit ready` reads, in every probe
+
     text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
     privilege.write_file_atomic(path, text.encode(), mode=mode, durable=durable)
 

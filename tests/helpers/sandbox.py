@@ -53,6 +53,8 @@ class Sandbox:
     base: Path
     # Shell lines run inside the namespace before chroot; $R is the new root.
     setup: list[str] = field(default_factory=list)
+    # Its own UTS namespace with this hostname (as each pod has its own); None: the host's.
+    hostname: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.upper = self.base / "upper"
@@ -183,6 +185,8 @@ class Sandbox:
         ]
         if net:
             script.append("ip link set lo up")
+        if self.hostname:  # only ever inside the --uts namespace added below
+            script.append(f"hostname {shlex.quote(self.hostname)}")
         script += self.setup
         command = shlex.join(argv)
         if pid1:
@@ -192,6 +196,8 @@ class Sandbox:
         flags = ["--mount", "--pid", "--fork", "--propagation", "private", "--kill-child"]
         if net:
             flags.append("--net")
+        if self.hostname:
+            flags.append("--uts")
         process = subprocess.Popen(
             ["unshare", *flags, "sh", "-c", "\n".join(script)],
             stdin=subprocess.DEVNULL,

@@ -142,7 +142,13 @@ def run(ctx: Context) -> StepResult:
         return degraded("repos", f"{refused} repo(s) refused, none to sync")
     try:
         worker = gitsync.start_worker(
-            ctx.user, plans, policy, env, dry_run=ctx.dry_run, timeout=ctx.deadline.cap(5.0)
+            ctx.user,
+            plans,
+            policy,
+            env,
+            dry_run=ctx.dry_run,
+            timeout=ctx.deadline.cap(5.0),
+            problems_file=problems_file(ctx),
         )
     except (OSError, NbinitError, subprocess.TimeoutExpired) as exc:
         ctx.log.warning(f"cannot start the git worker as {ctx.user.name}: {exc}")
@@ -173,6 +179,14 @@ def run(ctx: Context) -> StepResult:
     if problems or refused:
         return degraded("repos", f"{problems + refused} repo problem(s)", **details)
     return ok("repos", f"{len(done)} repo(s) in sync", **details)
+
+
+def problems_file(ctx: Context) -> Optional[dict[str, str]]:
+    """The start's problems file for the worker to update when it finishes (None: off)."""
+    name = ctx.config.get("problems_file") or "off"
+    if ctx.mode != "start" or ctx.dry_run or name == "off":
+        return None
+    return {"name": name, "run": ctx.run_id}
 
 
 def _follow(ctx: Context, worker: gitsync.Worker, until: Optional[float]) -> tuple[list[Any], int]:

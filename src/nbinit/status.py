@@ -106,7 +106,7 @@ def read_status(env: dict[str, str]) -> tuple[Optional[str], Optional[dict[str, 
     Whatever the file holds (any JSON, binary, a fifo, a directory, 200,000 brackets),
     the answer is a mapping or a reason, never an exception.
     """
-    from nbinit import config
+    from nbinit import config, privilege
     from nbinit.errors import NbinitError
 
     for path in candidate_paths(env):
@@ -128,7 +128,7 @@ def read_status(env: dict[str, str]) -> tuple[Optional[str], Optional[dict[str, 
 
 def attach_repos_progress(data: dict[str, Any]) -> None:
     """Repo sync that went on after exec writes its own progress file, as the user: show it."""
-    from nbinit import config
+    from nbinit import config, privilege
     from nbinit.errors import NbinitError
 
     for step in _list(data.get("steps")):

@@ -282,25 +282,28 @@ def poststart(ctx: Context) -> int:
 
 
 def _supervise_poststart(ctx: Context) -> int:
+    def stop(signum: int, frame: Optional[FrameType]) -> None:
+        raise _Stop()
+
+    # The handlers are in place before the fork, and the try starts right after it: a
+    # SIGTERM at any moment ends the supervision the same way, never by the default action.
     read_fd, write_fd = os.pipe()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     pid = os.fork()
     if pid == 0:  # the child never returns into the caller
         try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.close(read_fd)
             _poststart_steps(ctx, write_fd)
         finally:
             os._exit(EXIT_OK)
-    os.close(write_fd)
-
-    def stop(signum: int, frame: Optional[FrameType]) -> None:
-        raise _Stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     limit = poststart_limit(ctx.deadline.seconds)
     reason = ""
     buffer = b""
     try:
+        os.close(write_fd)
         while True:
             remaining = ctx.deadline.start + limit - time.monotonic()
             if remaining <= 0:

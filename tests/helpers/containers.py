@@ -41,6 +41,7 @@ class Process:
     uid: list[str]
     gid: list[str]
     groups: list[str]
+    umask: str
     cmdline: list[str]
     environ: dict[str, str]
 
@@ -63,6 +64,7 @@ def read_process(pid: int) -> Optional[Process]:
         status["Uid"].split(),
         status["Gid"].split(),
         status.get("Groups", "").split(),
+        status.get("Umask", ""),
         [part.decode(errors="replace") for part in cmdline if part],
         dict(part.decode(errors="replace").split("=", 1) for part in environ if b"=" in part),
     )

@@ -179,8 +179,19 @@ def test_no_marker_runs_as_jovyan(sandbox):
     result = sandbox.run(["nbinit", "start", "--", "id", "-un"], env=ALICE)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "jovyan\n"
-    assert result.lines("WARNING") == []
+    # start.sh would have given jovyan NB_UID; nbinit never changes jovyan and says so once.
+    [warning] = result.lines("WARNING")
+    assert "NB_UID='4321' is not honoured without a marker" in warning
     assert changes_since(sandbox, before) == set()
+
+
+def test_no_marker_and_no_nb_uid_is_a_clean_start_as_jovyan(sandbox):
+    sandbox.add_jovyan()
+    env = {"JUPYTERHUB_USER": "alice", "NB_UID": "1000"}  # jovyan's own uid: nothing lost
+    result = sandbox.run(["nbinit", "start", "--", "id", "-un"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "jovyan\n"
+    assert result.lines("WARNING") == []
 
 
 def test_data_bind_mounted_under_home_left_intact(sandbox, tmp_path):

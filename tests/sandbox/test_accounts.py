@@ -12,7 +12,7 @@ import os
 import stat
 
 import pytest
-from helpers.sandbox import PROJECT, VENV
+from helpers.sandbox import PROJECT, VENV, needs_plain_host
 
 pytestmark = pytest.mark.sandbox
 
@@ -94,6 +94,7 @@ def passwd_line(box, name: str) -> str:
 # -- the happy path (docker-stacks start.sh scenarios) ------------------------------------
 
 
+@needs_plain_host
 def test_own_account_beside_jovyan(sandbox):
     sandbox.add_jovyan()
     sandbox.mkdir("/s/alice/jupyterhub")
@@ -233,6 +234,7 @@ def test_existing_home_kept_and_only_top_reowned(sandbox):
     assert result.lines("WARNING") == []
 
 
+@needs_plain_host
 def test_recursive_chown_never_follows_planted_symlinks(sandbox):
     sandbox.add_jovyan()
     sandbox.mkdir("/s/alice/jupyterhub")
@@ -520,6 +522,7 @@ def test_root_squashed_home_warns_once_and_starts(sandbox):
     ]
 
 
+@needs_plain_host
 def test_not_root_skips_account_work_with_one_warning(sandbox):
     sandbox.add_jovyan()
     sandbox.mkdir("/s/alice/jupyterhub")
@@ -562,6 +565,7 @@ def test_account_helpers_are_not_importing_network_libraries():
     assert out.stdout.strip() == "[]"
 
 
+@needs_plain_host
 def test_home_from_jovyans_files_copies_only_what_is_safe(sandbox, tmp_path):
     """A skeleton's links are copied as links, fifos and mounted volumes are skipped."""
     data = tmp_path / "jovyan-data"

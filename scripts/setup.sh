@@ -6,9 +6,11 @@ cd "$(dirname "$0")/.."
 
 # podman and friends run the real-image tests (tests/container): no Docker engine, no
 # registry; crun refuses this kernel's cgroups, so runc; the base image comes from mmdebstrap.
-# chromium: the end-to-end tests render the failure page in a real browser (headless).
-apt_packages=(tini git shellcheck python3-venv iproute2 util-linux
-  podman buildah mmdebstrap runc uidmap fuse-overlayfs chromium)
+# Inside Dockerfile.test's image (NBINIT_TEST_IMAGE=1) they cannot nest: left out there.
+apt_packages=(tini git shellcheck python3-venv iproute2 util-linux)
+if [ -z "${NBINIT_TEST_IMAGE:-}" ]; then
+  apt_packages+=(podman buildah mmdebstrap runc uidmap fuse-overlayfs chromium)
+fi
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
@@ -49,4 +51,8 @@ fi
 # The real images the container tests run (tests/helpers/images.py): the base from Debian
 # packages, the pinned wheels from PyPI, once; after that only changed inputs rebuild.
 # Prints the podman run flags it probed; says why and goes on where podman cannot run.
-.venv/bin/python tests/helpers/images.py
+# Also downloads nbinit's test dependencies into build/test-wheels for an offline
+# Dockerfile.test build.
+if [ -z "${NBINIT_TEST_IMAGE:-}" ]; then
+  .venv/bin/python tests/helpers/images.py
+fi

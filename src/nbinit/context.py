@@ -148,6 +148,8 @@ class Context:
         self.results: list[StepResult] = []
         # Variables the steps add to the server's environment (e.g. NBINIT_GPU_COUNT).
         self.server_env: dict[str, str] = {}
+        # The server's umask (start.sh's NB_UMASK); None keeps nbinit's own.
+        self.umask: Optional[int] = None
         # Work that goes on after exec, as the user (repo sync past the deadline).
         self.background: list[Callable[[], None]] = []
         self.status_path = ""

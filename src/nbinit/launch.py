@@ -124,6 +124,8 @@ def exec_server(ctx: Context) -> None:
     cwd = ctx.user.home if ctx.user else None
     pid1 = os.getpid() == 1
     tini = find_tini(env.get("PATH")) if pid1 else None
+    if ctx.umask is not None:
+        os.umask(ctx.umask)
     if ctx.user is not None:
         privilege.drop_privileges(ctx.user)
     if not pid1:

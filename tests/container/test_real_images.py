@@ -81,7 +81,10 @@ def test_without_the_marker_the_server_runs_as_jovyan(family, image, container, 
     assert process.gid == ["100"] * 4
     assert pid1(running) == "tini"
     assert passwd(running, "alice", "jovyan") == [JOVYAN]
-    assert running.lines("WARNING") == []
+    # The hub set NB_UID for alice; without her marker nbinit runs jovyan unchanged.
+    [warning] = running.lines("WARNING")
+    assert "NB_UID='4321' is not honoured without a marker" in warning
+    assert "create the marker /s/alice/jupyterhub (user.marker)" in warning
 
 
 def test_the_images_own_user_starts_jovyan_with_one_warning(image, container, hub_api, tmp_path):
@@ -147,3 +150,44 @@ def test_the_ngc_chain_environment_reaches_the_server(image, container, hub_api,
     assert "NGC entrypoint part (uid 0): handing over to nbinit" in logs
     assert passwd(running, "alice") == ["alice:x:4321:4321::/home/alice:/bin/bash"]
     assert running.lines("WARNING") == []
+
+
+def test_start_sh_options_are_honoured_or_named_once_as_root_through_the_hook(
+    image, container, hub_api, tmp_path
+):
+    """start.sh hands over from start-notebook.d before it reads its own options: nbinit
+    applies NB_UMASK and CHOWN_HOME to the user it runs, and names the replacement of each
+    option it does not honour in one WARNING (GRANT_SUDO, CHOWN_EXTRA, NB_UID)."""
+    home = tmp_path / "jovyan-home"  # a volume that arrives root-owned
+    home.mkdir()
+    port = free_port()
+    env = hub_env("alice", hub_api, port)
+    env.update(
+        NB_UID=ALICE_UID,
+        NB_UMASK="0027",
+        CHOWN_HOME="yes",
+        GRANT_SUDO="yes",
+        CHOWN_EXTRA="/opt/conda",
+    )
+    running = container(
+        image("docker-stacks"),
+        *COMMANDS["docker-stacks"],
+        env=env,
+        user="0",
+        volumes=(f"{home}:/home/jovyan",),
+    )
+    running.url = f"http://127.0.0.1:{port}/user/alice/api"
+    process = server(running)
+    assert process.uid == ["1000"] * 4
+    assert process.umask == "0027"
+    assert running.exec("stat", "-c", "%u:%g", "/home/jovyan").strip() == "1000:100"
+    warnings = running.lines("WARNING")
+    assert len(warnings) == 3, running.logs()
+    grant_sudo, chown_extra, nb_uid = (w.split("nbinit: ", 1)[1] for w in warnings)
+    assert grant_sudo.startswith("GRANT_SUDO is not honoured")
+    assert "user.extra_groups" in grant_sudo
+    assert chown_extra.startswith("CHOWN_EXTRA is not honoured")
+    assert "hooks.dir" in chown_extra
+    assert nb_uid.startswith("NB_UID='4321' is not honoured without a marker")
+    assert running.exec("ls", "/etc/sudoers.d").split() == ["README"]
+    assert running.exec("stat", "-c", "%U", "/opt/conda").strip() == "jovyan"

@@ -12,10 +12,15 @@ stderr. Scenarios (second argument):
   through the proxy in headless chromium (DOM and a screenshot), then stops the server.
 - `cancel`: the server's command hangs; the admin cancels the pending spawn with
   `DELETE /hub/api/users/alice/server` (JupyterHub >= 5.1).
+
+With `--podman IMAGE` it runs on the host instead, on free loopback ports (`--ports`), and
+spawns through tests/e2e/podman_spawner.py: the server is a real container (`podman run
+--network=host`), read from the host's /proc and with `podman exec`.
 """
 
 from __future__ import annotations
 
+import argparse
 import http.cookiejar
 import json
 import os
@@ -29,6 +34,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from helpers.hubconfig import call, hub_config  # noqa: E402 (run as a script)
 
+# Fixed ports in a sandbox with its own network; main() sets them from --ports.
 HUB_API = "http://127.0.0.1:8081/hub/api"
 PROXY = "http://127.0.0.1:8000"
 
@@ -63,20 +69,58 @@ def server_model() -> dict:
     return (user.get("servers") or {}).get("") or {}
 
 
+PODMAN = """
+import sys
+sys.path.insert(0, {here!r})
+from podman_spawner import PodmanSpawner
+c.JupyterHub.spawner_class = PodmanSpawner
+c.PodmanSpawner.image = {image!r}
+c.PodmanSpawner.podman_flags = {flags!r}
+c.PodmanSpawner.volumes = [{marker!r} + ":/s/{{username}}/jupyterhub"]
+"""
+
+
+def options(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("proxy", help="configurable-http-proxy")
+    parser.add_argument("scenario", nargs="?", default="spawn", choices=sorted(SCENARIOS))
+    parser.add_argument("--work", default="/tmp/hub", help="the hub's directory")
+    parser.add_argument("--ports", default="8000,8001,8081", help="proxy, proxy API, hub")
+    parser.add_argument("--cmd", help="the server command (default: the scenario's)")
+    parser.add_argument("--podman", metavar="IMAGE", help="spawn containers of IMAGE")
+    parser.add_argument("--podman-flags", default="", help="probed `podman run` flags")
+    parser.add_argument("--marker", help="host directory mounted as alice's marker")
+    return parser.parse_args(argv)
+
+
 def main() -> int:
-    chp = sys.argv[1]
-    scenario = sys.argv[2] if len(sys.argv) > 2 else "spawn"
-    cmd, environment, http_timeout = SCENARIOS[scenario]
-    os.makedirs("/tmp/hub", exist_ok=True)
-    with open("/tmp/hub/jupyterhub_config.py", "w") as handle:
+    global HUB_API, PROXY
+    args = options(sys.argv[1:])
+    cmd, environment, http_timeout = SCENARIOS[args.scenario]
+    if args.cmd:
+        cmd = args.cmd.split()
+    ports = tuple(int(port) for port in args.ports.split(","))
+    PROXY, HUB_API = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[2]}/hub/api"
+    spawner = ""
+    if args.podman:
+        here = os.path.dirname(os.path.abspath(__file__))
+        flags = args.podman_flags.split()
+        spawner = PODMAN.format(here=here, image=args.podman, flags=flags, marker=args.marker)
+    os.makedirs(args.work, exist_ok=True)
+    config_path = os.path.join(args.work, "jupyterhub_config.py")
+    with open(config_path, "w") as handle:
         config = hub_config(
-            chp=chp, cmd=cmd, work="/tmp/hub", environment=environment, http_timeout=http_timeout
+            chp=args.proxy,
+            cmd=cmd,
+            work=args.work,
+            environment=environment,
+            http_timeout=http_timeout,
+            ports=ports,
+            spawner=spawner,
         )
         handle.write(config)
-    hub = subprocess.Popen(
-        ["jupyterhub", "-f", "/tmp/hub/jupyterhub_config.py"], cwd="/tmp/hub", stdout=sys.stderr
-    )
-    deadline = time.monotonic() + 50
+    hub = subprocess.Popen(["jupyterhub", "-f", config_path], cwd=args.work, stdout=sys.stderr)
+    deadline = time.monotonic() + (90 if args.podman else 50)
     try:
         wait_for("the hub API", lambda: call("GET", f"{HUB_API}/")[0] == 200, deadline)
         status, _ = call("POST", f"{HUB_API}/users/alice")
@@ -84,36 +128,29 @@ def main() -> int:
         spawned = time.monotonic()
         status, body = call("POST", f"{HUB_API}/users/alice/server", timeout=50)
         assert status in (201, 202), (status, body)
-        if scenario == "cancel":
+        if args.scenario == "cancel":
             print(json.dumps(cancel_pending(status)), flush=True)
             return 0
 
         wait_for("alice's server to be ready", lambda: server_model().get("ready"), deadline)
-        if scenario == "fatal":
+        if args.scenario == "fatal":
             print(json.dumps(failure_page(spawned)), flush=True)
             return 0
         _, user = call("GET", f"{HUB_API}/users/alice")
         server = user["servers"][""]
-        pid = int(server["state"]["pid"])
-        status = proc_status(pid)
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            cmdline = [part.decode() for part in handle.read().split(b"\0") if part]
         api_status, api = call("GET", f"{PROXY}{server['url']}api")
-        with open("/etc/passwd") as handle:
-            passwd = [line.strip() for line in handle if line.startswith(("alice:", "jovyan:"))]
-        report = {
-            "ready": server["ready"],
-            "pid": pid,
-            "uid": status["Uid"].split(),
-            "gid": status["Gid"].split(),
-            "groups": status["Groups"].split(),
-            "cmdline": cmdline,
-            "server_api_status": api_status,
-            "server_version": api.get("version"),
-            "passwd": passwd,
-            "home_owner": [os.stat("/home/alice").st_uid, os.stat("/home/alice").st_gid],
-        }
-        call("DELETE", f"{HUB_API}/users/alice/server", timeout=20)
+        if args.podman:
+            report = observe_container(f"nbinit-hub-{hub.pid}-alice", args.podman)
+        else:
+            report = observe_process(int(server["state"]["pid"]))
+        report.update(
+            ready=server["ready"], server_api_status=api_status, server_version=api.get("version")
+        )
+        status, _ = call("DELETE", f"{HUB_API}/users/alice/server", timeout=30)
+        if args.podman:
+            wait_for("alice's server to stop", lambda: not server_model(), deadline + 30)
+            gone = subprocess.run(["podman", "container", "exists", report["container"]])
+            report["container_removed"] = gone.returncode == 1
         print(json.dumps(report), flush=True)
         return 0
     finally:
@@ -122,6 +159,44 @@ def main() -> int:
             hub.wait(10)
         except subprocess.TimeoutExpired:
             hub.kill()
+
+
+def observe_process(pid: int) -> dict:
+    """The server as a local process (SimpleLocalProcessSpawner), in this sandbox."""
+    status = proc_status(pid)
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        cmdline = [part.decode() for part in handle.read().split(b"\0") if part]
+    with open("/etc/passwd") as handle:
+        passwd = [line.strip() for line in handle if line.startswith(("alice:", "jovyan:"))]
+    return {
+        "pid": pid,
+        "uid": status["Uid"].split(),
+        "gid": status["Gid"].split(),
+        "groups": status["Groups"].split(),
+        "cmdline": cmdline,
+        "passwd": passwd,
+        "home_owner": [os.stat("/home/alice").st_uid, os.stat("/home/alice").st_gid],
+    }
+
+
+def observe_container(name: str, image: str) -> dict:
+    """The server inside the container, from the host's /proc and `podman exec`."""
+    from helpers.containers import Container
+
+    container = Container(name, image)
+    process = container.wait_for_process(lambda p: p.runs("jupyterhub-singleuser"), 10)
+    passwd = container.exec("cat", "/etc/passwd").splitlines()
+    owner = container.exec("stat", "-c", "%u %g", "/home/alice").split()
+    return {
+        "container": name,
+        "pid1": container.exec("cat", "/proc/1/comm").strip(),
+        "uid": process.uid,
+        "gid": process.gid,
+        "groups": process.groups,
+        "cmdline": process.cmdline,
+        "passwd": [line for line in passwd if line.startswith(("alice:", "jovyan:"))],
+        "home_owner": [int(owner[0]), int(owner[1])],
+    }
 
 
 def failure_page(spawned: float) -> dict:

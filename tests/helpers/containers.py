@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -41,6 +42,7 @@ class Process:
     uid: list[str]
     gid: list[str]
     groups: list[str]
+    umask: str
     cmdline: list[str]
     environ: dict[str, str]
 
@@ -63,6 +65,7 @@ def read_process(pid: int) -> Optional[Process]:
         status["Uid"].split(),
         status["Gid"].split(),
         status.get("Groups", "").split(),
+        status.get("Umask", ""),
         [part.decode(errors="replace") for part in cmdline if part],
         dict(part.decode(errors="replace").split("=", 1) for part in environ if b"=" in part),
     )
@@ -79,8 +82,14 @@ class Container:
 
     def logs(self) -> str:
         """Everything the container wrote, stdout and stderr, in order, across restarts."""
-        result = self.podman("logs", self.name, check=False)
-        return result.stdout + result.stderr
+        result = subprocess.run(
+            ["podman", "logs", self.name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # one pipe keeps the two streams' order
+            text=True,
+            timeout=60,
+        )
+        return result.stdout
 
     def lines(self, level: str, since: int = 0) -> list[str]:
         """Log lines of one level (start.sh's and nbinit's share the format LEVEL[...])."""

@@ -33,6 +33,7 @@ c.Spawner.start_timeout = {start_timeout!r}
 c.Spawner.http_timeout = {http_timeout!r}
 c.Spawner.poll_interval = {poll_interval!r}
 c.JupyterHub.services = [{{"name": "e2e", "api_token": {token!r}}}]
+{spawner}
 c.JupyterHub.load_roles = [
     {{
         "name": "e2e-admin",
@@ -53,9 +54,11 @@ def hub_config(
     start_timeout: float = 45,
     http_timeout: float = 45,
     poll_interval: float = 30,
+    spawner: str = "",
 ) -> str:
     """jupyterhub_config.py: SimpleLocalProcessSpawner running cmd, DummyAuthenticator,
-    an admin service token; ports are (proxy, proxy API, hub)."""
+    an admin service token; ports are (proxy, proxy API, hub). spawner: config lines that
+    replace the spawner (the podman one)."""
     proxy_port, api_port, hub_port = ports
     return CONFIG.format(
         chp=chp,
@@ -69,6 +72,7 @@ def hub_config(
         http_timeout=http_timeout,
         poll_interval=poll_interval,
         token=TOKEN,
+        spawner=spawner,
     )
 
 

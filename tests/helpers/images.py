@@ -40,22 +40,28 @@ PROJECT = Path(__file__).resolve().parents[2]
 DEFINITIONS = PROJECT / "tests" / "images"
 REQUIREMENTS = DEFINITIONS / "requirements.txt"
 WHEELS = PROJECT / "build" / "image-wheels"
+# nbinit's own dependencies and test tools, for building Dockerfile.test without a network.
+TEST_WHEELS = PROJECT / "build" / "test-wheels"
 WORK = PROJECT / "build" / "images"
 REPOSITORY = "localhost/nbinit-test"
 FAMILIES = ("docker-stacks", "ngc", "plain-python")
 
 # The base every family starts from: Debian 12 (the Python the wheels are pinned for) with
 # what the images' own definitions need: tini and sudo for docker-stacks' start.sh, pip and
-# venv to install the wheels, git for nbinit's repo sync.
+# venv to install the wheels, git for nbinit's repo sync; and shellcheck, iproute2 and
+# e2fsprogs, so Dockerfile.test finds every tool its suite needs without a network.
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = (
     "ca-certificates",
+    "e2fsprogs",
     "git",
+    "iproute2",
     "procps",
     "python3",
     "python3-pip",
     "python3-venv",
+    "shellcheck",
     "sudo",
     "tini",
 )
@@ -125,7 +131,7 @@ def podman(
 
 
 def flag_candidates() -> list[list[str]]:
-    """Run flags to try, simplest first: none, runc, runc with rlimits at the hard limits."""
+    """Run flags to try, simplest first: none, runc, rlimits at the hard limits, both."""
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
     nofile = 1048576 if nofile == resource.RLIM_INFINITY else min(nofile, 1048576)
@@ -260,6 +266,45 @@ def fetch_wheels() -> Path:
     return WHEELS
 
 
+def test_requirements() -> list[str]:
+    """What `pip install -e '.[test]'` needs: the dependencies, the test extra, the backend."""
+    import tomllib
+
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())
+    build_system = project["build-system"]["requires"]
+    extra = project["project"]["optional-dependencies"]["test"]
+    return [*build_system, *project["project"]["dependencies"], *extra]
+
+
+def fetch_test_wheels() -> Path:
+    """build/test-wheels, filled (once per change of the requirements) with pip download."""
+    wanted = "\n".join(test_requirements()).encode()
+    stamp = TEST_WHEELS / ".complete"
+    if stamp.exists() and stamp.read_bytes() == wanted:
+        return TEST_WHEELS
+    _say(f"downloading nbinit's test dependencies into {TEST_WHEELS} (needs PyPI once)")
+    TEST_WHEELS.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
+    command += ["--only-binary=:all:", "--dest", str(TEST_WHEELS), *test_requirements()]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise ImageError(f"cannot download the test wheels into {TEST_WHEELS}: {last}")
+    stamp.write_bytes(wanted)
+    return TEST_WHEELS
+
+
+def dockerfile_test_image() -> str:
+    """Dockerfile.test built as the README says, offline, on the docker-stacks-like image."""
+    fetch_test_wheels()
+    base = family_image("docker-stacks")  # before the lock: it takes the lock itself
+    tag = f"{REPOSITORY}/dockerfile-test:latest"  # podman's layer cache does the reuse
+    with build_lock():
+        nbinit_tree(PROJECT / "build" / "nbinit-root")
+        build(tag, PROJECT / "Dockerfile.test", PROJECT, base, wheels=False)
+    return tag
+
+
 def build(tag: str, containerfile: Path, context: Path, base: str, wheels: bool) -> None:
     """podman build with the probed flags, no network, and the wheels mounted at /wheels."""
     flags = [f for f in podman_run_flags() if f.startswith(("--runtime", "--ulimit"))]
@@ -273,6 +318,7 @@ def build(tag: str, containerfile: Path, context: Path, base: str, wheels: bool)
         *flags,
         *volumes,
         f"--build-arg=BASE={base}",
+        f"--build-arg=BASE_IMAGE={base}",
         f"--label=org.nbinit.test.inputs={tag.rsplit(':', 1)[1]}",
         "--file",
         str(containerfile),
@@ -365,6 +411,7 @@ def main() -> int:
     try:
         for family in FAMILIES:
             _say(f"{family}: {family_image(family)}")
+        fetch_test_wheels()
     except ImageError as exc:
         _say(f"error: {exc}")
         return 1

@@ -19,10 +19,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import pytest
+
 PROJECT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix)
 VENV_BIN = VENV / "bin"
 BASE_PATH = f"{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+# The sandbox's lower layer is the machine's own /. A few tests assert what a plain Debian
+# host (CI) lacks: no jovyan of its own, no jupyterhub on PATH. Dockerfile.test's image is a
+# docker-stacks image (NBINIT_TEST_IMAGE=1) and has both, so those tests skip there.
+needs_plain_host = pytest.mark.skipif(
+    bool(os.environ.get("NBINIT_TEST_IMAGE")),
+    reason="assumes a plain Debian host (no jovyan or jupyterhub of its own); "
+    "this is Dockerfile.test's docker-stacks image",
+)
 
 
 def available() -> Optional[str]:

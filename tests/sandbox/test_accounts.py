@@ -12,7 +12,7 @@ import os
 import stat
 
 import pytest
-from helpers.sandbox import PROJECT, VENV
+from helpers.sandbox import PROJECT, VENV, needs_plain_host
 
 pytestmark = pytest.mark.sandbox
 
@@ -94,6 +94,7 @@ def passwd_line(box, name: str) -> str:
 # -- the happy path (docker-stacks start.sh scenarios) ------------------------------------
 
 
+@needs_plain_host
 def test_own_account_beside_jovyan(sandbox):
     sandbox.add_jovyan()
     sandbox.mkdir("/s/alice/jupyterhub")
@@ -179,8 +180,19 @@ def test_no_marker_runs_as_jovyan(sandbox):
     result = sandbox.run(["nbinit", "start", "--", "id", "-un"], env=ALICE)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "jovyan\n"
-    assert result.lines("WARNING") == []
+    # start.sh would have given jovyan NB_UID; nbinit never changes jovyan and says so once.
+    [warning] = result.lines("WARNING")
+    assert "NB_UID='4321' is not honoured without a marker" in warning
     assert changes_since(sandbox, before) == set()
+
+
+def test_no_marker_and_no_nb_uid_is_a_clean_start_as_jovyan(sandbox):
+    sandbox.add_jovyan()
+    env = {"JUPYTERHUB_USER": "alice", "NB_UID": "1000"}  # jovyan's own uid: nothing lost
+    result = sandbox.run(["nbinit", "start", "--", "id", "-un"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "jovyan\n"
+    assert result.lines("WARNING") == []
 
 
 def test_data_bind_mounted_under_home_left_intact(sandbox, tmp_path):
@@ -223,6 +235,7 @@ def test_existing_home_kept_and_only_top_reowned(sandbox):
     assert result.lines("WARNING") == []
 
 
+@needs_plain_host
 def test_recursive_chown_never_follows_planted_symlinks(sandbox):
     sandbox.add_jovyan()
     sandbox.mkdir("/s/alice/jupyterhub")
@@ -518,6 +531,7 @@ def test_root_squashed_home_warns_once_and_starts(sandbox):
     ]
 
 
+@needs_plain_host
 def test_not_root_skips_account_work_with_one_warning(sandbox):
     sandbox.add_jovyan()
     sandbox.mkdir("/s/alice/jupyterhub")
@@ -561,6 +575,7 @@ def test_account_helpers_are_not_importing_network_libraries():
     assert out.stdout.strip() == "[]"
 
 
+@needs_plain_host
 def test_skeleton_copies_only_what_the_user_could_read_anyway(sandbox, tmp_path):
     """Root-owned, world-readable files and dirs only: no link, fifo, volume, root-only or
     user-owned file, and no setuid bit."""

@@ -13,7 +13,7 @@ import json
 import sys
 
 import pytest
-from helpers.sandbox import PROJECT, VENV, VENV_BIN
+from helpers.sandbox import PROJECT, VENV, VENV_BIN, needs_plain_host
 
 pytestmark = pytest.mark.sandbox
 
@@ -72,6 +72,7 @@ def rows(result) -> dict[str, dict[str, str]]:
     return {c["name"]: c for c in data["checks"]}
 
 
+@needs_plain_host
 def test_plain_distro_names_the_missing_jupyterhub_singleuser(sandbox):
     plain(sandbox)
     result = check(sandbox)
@@ -102,6 +103,7 @@ def test_plain_distro_names_the_missing_jupyterhub_singleuser(sandbox):
     assert changed <= {"/usr", "/usr/local", "/usr/local/cuda"}
 
 
+@needs_plain_host
 def test_plain_distro_json(sandbox):
     plain(sandbox)
     result = check(sandbox, "--json")
@@ -161,6 +163,7 @@ def test_docker_stacks_like_image(sandbox, hub, code, result, detail):
     assert set(others.values()) == {"PASS"}, others
 
 
+@needs_plain_host
 def test_ngc_like_image(sandbox):
     """Own ENTRYPOINT, no start script, runs as root, CUDA in the environment."""
     # The compat directory written below replaces the test machine's /usr/local/cuda.

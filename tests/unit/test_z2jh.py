@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,9 @@ def without_required(node: Any) -> Any:
 @pytest.fixture(scope="module")
 def validator() -> jsonschema.Draft7Validator:
     if not SCHEMA.exists():
+        if os.environ.get("NBINIT_TEST_IMAGE"):
+            # Dockerfile.test copies the checkout only; CI validates against the schema.
+            pytest.skip(f"{SCHEMA} is not in the test image (../shared is outside the build)")
         pytest.fail(f"{SCHEMA} is missing: check out the shared files beside the repository")
     return jsonschema.Draft7Validator(without_required(yaml.safe_load(SCHEMA.read_text())))
 

@@ -16,6 +16,9 @@ from nbinit.context import MUST_RUN_FLOOR, Context, Identity, StepResult, degrad
 
 MARKER_TIMEOUT = 5.0
 TOOL_TIMEOUT = 10.0
+# docker-stacks' start.sh reads these when it starts as root; handed over from its
+# start-notebook.d hook, nbinit runs before it would, so nbinit answers for them.
+START_SH_TRUE = ("1", "yes")
 ROOT_SETTING = (
     "start the container as root (z2jh singleuser.uid: 0; KubeSpawner uid=0 / "
     "securityContext runAsUser: 0) so nbinit can create the account and then drop to NB_UID"
@@ -53,11 +56,13 @@ def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> 
     who = f"{default.name} (uid {default.uid})" if default else f"uid {os.geteuid()}"
     name = ctx.env.get("JUPYTERHUB_USER", "")
     if not name:
+        apply_start_sh_options(ctx, policy, marked=False, marker="user.marker")
         return skipped("user", f"JUPYTERHUB_USER is not set: running as {who}")
     accounts.check_path_segment(name)
     marker = accounts.marker_path(policy.marker, name)
     state, detail = accounts.find_marker(policy.marker, name, _budget(ctx, MARKER_TIMEOUT))
     if state == accounts.MARKER_ABSENT:
+        apply_start_sh_options(ctx, policy, marked=False, marker=marker)
         return skipped("user", f"no marker {marker}: running as {who}")
     if state != accounts.MARKER_PRESENT:
         # Fail closed: a marker we cannot trust selects nothing; the server still starts.
@@ -91,10 +96,72 @@ def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> 
         identity, policy, ctx.log, lambda: max(ctx.deadline.remaining(), floor - time.monotonic())
     )
     ctx.user = identity
+    apply_start_sh_options(ctx, policy, marked=True, marker=marker)
     details = {"uid": identity.uid, "gid": identity.gid, "home": identity.home}
     if len(ctx.log.warnings) > warnings_before:
         return degraded("user", f"running as {name} with warnings", **details)
     return ok("user", f"running as {name} (uid {identity.uid})", **details)
+
+
+def apply_start_sh_options(
+    ctx: Context, policy: accounts.Policy, marked: bool, marker: str
+) -> None:
+    """start.sh's own options, as root in start mode: done for the user the server runs as
+    where they still make sense (NB_UMASK, CHOWN_HOME), else one WARNING naming the nbinit
+    setting that replaces them (GRANT_SUDO, CHOWN_EXTRA, NB_UID without a marker)."""
+    if not ctx.is_root or ctx.mode != "start":
+        return  # not root: start.sh itself read them (and warned) before handing over
+    env = ctx.env
+    umask = env.get("NB_UMASK", "")
+    if umask:
+        if 3 <= len(umask) <= 4 and all(digit in "01234567" for digit in umask):
+            ctx.umask = int(umask, 8)
+            ctx.log.info(f"NB_UMASK: the server starts with umask {umask}")
+        else:
+            ctx.log.warning(
+                f"NB_UMASK={umask[:16]!r} is not an octal umask: ignored; "
+                "set it like NB_UMASK=022 or NB_UMASK=0002"
+            )
+    if env.get("GRANT_SUDO") in START_SH_TRUE:
+        ctx.log.warning(
+            "GRANT_SUDO is not honoured: nbinit never lets an environment variable give the "
+            "server root; bake it into the image instead: a sudoers rule for a group in "
+            "/etc/sudoers.d and that group in user.extra_groups of /etc/nbinit/config.yaml"
+        )
+    if env.get("CHOWN_EXTRA"):
+        ctx.log.warning(
+            "CHOWN_EXTRA is not honoured: nbinit changes owners only in the user's home; "
+            "chown other paths in a root hook baked into the image (hooks.dir)"
+        )
+    nb_uid = env.get("NB_UID", "")
+    if not marked and ctx.user is not None and nb_uid and nb_uid != str(ctx.user.uid):
+        ctx.log.warning(
+            f"NB_UID={nb_uid[:16]!r} is not honoured without a marker: the server runs "
+            f"as {ctx.user.name} (uid {ctx.user.uid}), whose account nbinit never changes; "
+            f"create the marker {marker} (user.marker) to give the user an own account "
+            "with NB_UID"
+        )
+    if env.get("CHOWN_HOME") in START_SH_TRUE and ctx.user is not None:
+        options = env.get("CHOWN_HOME_OPTS", "").split()
+        recursive = "-R" in options or "--recursive" in options
+        if marked:  # ensure_home has just applied user.chown_home to the own account's home
+            if recursive and policy.chown_home != "recursive":
+                ctx.log.warning(
+                    "CHOWN_HOME_OPTS=-R is not honoured: the own account's home is changed as "
+                    f"user.chown_home says (now {policy.chown_home}); set user.chown_home: "
+                    "recursive"
+                )
+            return
+        home_policy = accounts.Policy.from_settings(
+            {"chown_home": "recursive" if recursive else "top", "skeleton": policy.skeleton}
+        )
+        floor = time.monotonic() + MUST_RUN_FLOOR
+        accounts.ensure_home(
+            ctx.user,
+            home_policy,
+            ctx.log,
+            lambda: max(ctx.deadline.remaining(), floor - time.monotonic()),
+        )
 
 
 def _budget(ctx: Context, seconds: float) -> float:

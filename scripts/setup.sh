@@ -38,6 +38,19 @@ if [ ! -x node_modules/.bin/configurable-http-proxy ] && command -v npm >/dev/nu
     || { echo "setup: npm install configurable-http-proxy failed" >&2; exit 1; }
 fi
 
-# The pinned, hash-checked wheels the one-file nbinit is built from (python3 -m nbinit.bundle);
-# downloaded once, then the bundle and delivery tests build offline.
+# The pinned, hash-checked wheels the one-file nbinit and its singleuser runtimes are built
+# from (python3 -m nbinit.bundle); downloaded once, then the bundle and delivery tests build
+# offline (build/bundle-wheels, build/singleuser-wheels).
 .venv/bin/python -m nbinit.bundle --fetch-only --wheels build/bundle-wheels
+
+# A Python with jupyter_server and ipykernel but no jupyterhub, as NGC images have: the
+# image's Python for nbinit's singleuser runtime in the tests (build/lab-venv).
+lab=build/lab-venv
+if [ ! -f "$lab/.nbinit-installed" ]; then
+  echo "setup: making $lab (jupyter_server, ipykernel; no jupyterhub)" >&2
+  rm -rf "$lab"
+  /usr/bin/python3 -m venv "$lab"
+  "$lab/bin/python" -m pip install -q --disable-pip-version-check 'jupyter_server>=2' ipykernel 2>&1 \
+    | grep -v "^WARNING: Location" >&2 || true
+  "$lab/bin/python" -c 'import jupyter_server, ipykernel' && touch "$lab/.nbinit-installed"
+fi

@@ -1,20 +1,28 @@
 """Step `user`: decide who the server runs as; create the user's own account when marked.
 
-Without the marker the server runs as the image's default user (jovyan). With it, as
-root, the account `$JUPYTERHUB_USER` gets NB_UID/NB_GID beside jovyan, and its home. Any
-invalid identity raises NbinitError, which the pipeline makes FATAL in start mode.
+Without the marker the server runs as the image's default user (jovyan), created at start
+as docker-stacks has it (uid 1000, group users 100, /home/jovyan) when the image lacks it.
+With the marker, as root, the account `$JUPYTERHUB_USER` gets NB_UID/NB_GID beside jovyan,
+and its home. Any invalid identity raises NbinitError, which the pipeline makes FATAL in
+start mode.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import time
-from typing import Optional
+from typing import Any, Optional
 
 from nbinit import accounts
 from nbinit.context import MUST_RUN_FLOOR, Context, Identity, StepResult, degraded, ok, skipped
 
 MARKER_TIMEOUT = 5.0
+# The default user as docker-stacks images have it, for images that lack it (NGC, plain).
+DEFAULT_UID = 1000
+DEFAULT_GID = 100
+DEFAULT_GROUP = "users"
+DEFAULT_HOME = "/home/{user}"
 TOOL_TIMEOUT = 10.0
 ROOT_SETTING = (
     "start the container as root (z2jh singleuser.uid: 0; KubeSpawner uid=0 / "
@@ -40,25 +48,22 @@ def must_run(ctx: Context) -> bool:
 def run(ctx: Context) -> StepResult:
     settings = ctx.section("user")
     policy = accounts.Policy.from_settings(settings)
-    default = current_identity(settings["default_user"])
-    ctx.user = default
-    who = f"{default.name} (uid {default.uid})" if default else f"uid {os.geteuid()}"
+    ctx.user = current_identity(settings["default_user"])
     name = ctx.env.get("JUPYTERHUB_USER", "")
     if not name:
-        _warn_if_root(ctx, default, settings)
-        return skipped("user", f"JUPYTERHUB_USER is not set: running as {who}")
+        return _as_default(ctx, settings, policy, "JUPYTERHUB_USER is not set")
     accounts.check_path_segment(name)
     marker = accounts.marker_path(policy.marker, name)
     state, detail = accounts.find_marker(policy.marker, name, _budget(ctx, MARKER_TIMEOUT))
     if state == accounts.MARKER_ABSENT:
-        _warn_if_root(ctx, default, settings)
-        return skipped("user", f"no marker {marker}: running as {who}")
+        return _as_default(ctx, settings, policy, f"no marker {marker}")
     if state != accounts.MARKER_PRESENT:
         # Fail closed: a marker we cannot trust selects nothing; the server still starts.
-        ctx.log.warning(f"marker ignored: {detail}; running as {who}")
+        _ensure_default(ctx, settings, policy)
+        ctx.log.warning(f"marker ignored: {detail}; running as {_who(ctx.user)}")
         return degraded("user", f"marker ignored: {detail}")
     if ctx.mode != "start":
-        return _existing_account(ctx, name, policy, who)
+        return _existing_account(ctx, name, policy, _who(ctx.user))
     if not ctx.is_root:
         ctx.log.warning(
             f"running as uid {os.geteuid()}, not root: cannot create {name}'s own account "
@@ -88,13 +93,57 @@ def _budget(ctx: Context, seconds: float) -> float:
     return ctx.deadline.cap(seconds, floor=MUST_RUN_FLOOR)
 
 
-def _warn_if_root(ctx: Context, default: Optional[Identity], settings: dict[str, str]) -> None:
-    if default is None and ctx.is_root and ctx.mode == "start":
+def _as_default(
+    ctx: Context, settings: dict[str, Any], policy: accounts.Policy, why: str
+) -> StepResult:
+    """The server runs as the default user: create it first when the image lacks it."""
+    if not _ensure_default(ctx, settings, policy):
+        return skipped("user", f"{why}: running as {_who(ctx.user)}")
+    assert ctx.user is not None
+    details = {"uid": ctx.user.uid, "gid": ctx.user.gid, "home": ctx.user.home}
+    return ok("user", f"{why}: running as {_who(ctx.user)}, created at start", **details)
+
+
+def _who(user: Optional[Identity]) -> str:
+    return f"{user.name} (uid {user.uid})" if user else f"uid {os.geteuid()}"
+
+
+def _ensure_default(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> bool:
+    """Create user.default_user as docker-stacks has jovyan, when absent; True if created.
+
+    Only as root at start, by the marker user's rules (the same tools, checks and
+    idempotence: the next start finds the account and its home and changes nothing), except
+    that a uid 1000 held by another account is shared, not refused.
+    """
+    name = settings["default_user"]
+    if ctx.user is not None or not ctx.is_root or ctx.mode != "start":
+        return False
+    if accounts.lookup_user(name) is not None:  # there, but uid 0: never run a server as it
         ctx.log.warning(
-            f"the default user {settings['default_user']} (user.default_user) does not exist "
-            "in this image, so the server runs as root: create it in the image or set "
-            "user.default_user"
+            f"the default user {name} (user.default_user) has uid 0, so the server would run "
+            "as root: give it its own uid in the image or set user.default_user"
         )
+        return False
+    ctx.log.info(
+        f"the default user {name} (user.default_user) is not in this image: creating it "
+        f"(uid {DEFAULT_UID}, group {DEFAULT_GROUP} {DEFAULT_GID})"
+    )
+    own = copy.copy(policy)
+    own.home, own.group, own.extra_groups = DEFAULT_HOME, DEFAULT_GROUP, ()
+    # Ubuntu 24.04 images (NGC's among them) have `ubuntu` at uid 1000. The server runs as
+    # uid 1000 either way (z2jh's default, the home volume's owner): jovyan becomes a second
+    # name for it rather than a FATAL. A marker user's uid is never aliased by default.
+    own.on_uid_taken = "alias"
+    accounts.check_home(accounts.marker_path(own.home, name))  # before /etc changes
+    identity = accounts.ensure_account(
+        name, DEFAULT_UID, DEFAULT_GID, own, ctx.log, _budget(ctx, TOOL_TIMEOUT)
+    )
+    floor = time.monotonic() + MUST_RUN_FLOOR
+    accounts.ensure_home(
+        identity, own, ctx.log, lambda: max(ctx.deadline.remaining(), floor - time.monotonic())
+    )
+    ctx.user = identity
+    return True
 
 
 def _existing_account(ctx: Context, name: str, policy: accounts.Policy, who: str) -> StepResult:

@@ -17,14 +17,25 @@ from nbinit.log import Log
 DEFAULT_COMMANDS = ("start-singleuser.sh", "start-singleuser.py", "jupyterhub-singleuser")
 
 
-def resolve_command(command: list[str], path: Optional[str]) -> list[str]:
-    """CMD as given, else the first of the default server commands on PATH."""
+def resolve_command(
+    command: list[str], path: Optional[str], env: Optional[dict[str, str]] = None
+) -> list[str]:
+    """CMD as given, else the first of the default server commands on PATH.
+
+    None on PATH but nbinit's singleuser runtimes in the image (`env` says where):
+    `jupyterhub-singleuser`, for the launcher to stand in for at exec.
+    """
     if command:
         return command
     for name in DEFAULT_COMMANDS:
         found = shutil.which(name, path=path)
         if found:
             return [found]
+    if env is not None:
+        from nbinit import singleuser
+
+        if singleuser.list_runtimes(singleuser.runtime_dir(env)):
+            return [singleuser.SINGLEUSER]
     raise NbinitError(
         "none of " + ", ".join(DEFAULT_COMMANDS) + " is on PATH",
         "install jupyterhub in the image (pip install jupyterhub) or pass the command after "

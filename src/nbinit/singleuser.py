@@ -66,6 +66,11 @@ def python_floor(version: tuple[int, ...]) -> tuple[int, int]:
     return (3, 10) if version[:1] >= (6,) else (3, 8)
 
 
+def runtime_dir(env: dict[str, str]) -> str:
+    """Where the runtimes are: the tree's path, or NBINIT_SINGLEUSER_DIR (tests, custom trees)."""
+    return env.get("NBINIT_SINGLEUSER_DIR") or RUNTIME_DIR
+
+
 def list_runtimes(directory: str) -> list[tuple[tuple[int, ...], str]]:
     """The runtimes in the tree, oldest first: (version, path)."""
     try:
@@ -328,6 +333,13 @@ def plan(ctx: Context, argv: list[str], found: Optional[str]) -> Plan:
             "unset it (jupyter_server 2 runs the extension mode), or pip install jupyterhub in "
             "the image",
         )
+    runtimes = list_runtimes(runtime_dir(ctx.env))
+    if not runtimes:
+        raise NbinitError(
+            f"{argv[0]} is not on PATH for {_who(ctx)}, and no singleuser runtime of nbinit is "
+            f"in {runtime_dir(ctx.env)} to stand in for it",
+            FIX_INSTALL,
+        )
     interpreter = server_python(path)
     if interpreter is None:
         raise NbinitError(f"{argv[0]} is not on PATH, and neither is python3", FIX_INSTALL)
@@ -344,9 +356,8 @@ def plan(ctx: Context, argv: list[str], found: Optional[str]) -> Plan:
         )
     hub, source = hub_version(ctx)
     hub_tuple = version_tuple(hub) if hub else None
-    directory = ctx.env.get("NBINIT_SINGLEUSER_DIR") or RUNTIME_DIR
     version, zip_path, warning = choose_runtime(
-        list_runtimes(directory), hub_tuple, version_tuple(str(answer["python"]))
+        runtimes, hub_tuple, version_tuple(str(answer["python"]))
     )
     if warning:
         ctx.log.warning(warning)

@@ -248,3 +248,42 @@ def test_an_image_without_jovyan_gets_it_at_start_once(sandbox):
     assert "is not in this image" not in again.stderr
     assert sandbox.read("/etc/passwd").count("\njovyan:") == 1
     assert again.stdout == first.stdout
+
+
+# -- nbinit check -------------------------------------------------------------------------------
+
+
+def check_rows(box, *args: str, path: str) -> tuple[int, dict[str, dict[str, str]]]:
+    result = box.run([NBINIT, "check", "--json", *args], env={"PATH": path}, net=True)
+    return result.returncode, {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+
+
+def test_check_says_nbinits_runtime_serves_and_which_version_the_hub_gets(sandbox, runtimes):
+    image_with_runtimes(sandbox, runtimes)
+    code, rows = check_rows(sandbox, "--hub-version", "5.2.1", path=LOCAL_PATH)
+    assert code == 0
+    assert rows["jupyterhub-singleuser"] == {
+        "name": "jupyterhub-singleuser",
+        "result": "PASS",
+        "detail": "not in the image: nbinit's runtime serves (JupyterHub 4.1.6, 5.5.4, 6.1.1, "
+        f"the hub's major version chosen at start) on {LAB_BIN}/python3 (Python "
+        f"{lab_python_version()}, jupyter_server {lab_server_version()}); hub 5.2.1: "
+        "JupyterHub 5.5.4 would run",
+        "fix": "",
+    }
+    assert rows["start script"]["detail"] == (
+        "none in the image: `nbinit start` runs nbinit's singleuser runtime"
+    )
+
+
+def test_check_names_what_the_images_python_lacks_for_the_runtime(sandbox, runtimes):
+    image_with_runtimes(sandbox, runtimes)
+    code, rows = check_rows(sandbox, path=IMAGE_PATH)  # Debian's python3: no jupyter_server
+    assert code == 1
+    row = rows["jupyterhub-singleuser"]
+    assert row["result"] == "FAIL"
+    assert row["detail"] == (
+        "not in the image, and nbinit's runtime (JupyterHub 4.1.6, 5.5.4, 6.1.1) cannot run: "
+        f"the image's Python /usr/bin/python3 ({lab_python_version()}) has no jupyter_server"
+    )
+    assert row["fix"] == "pip install 'jupyter_server>=2' (or jupyterlab 4) in the image's Python"

@@ -58,6 +58,17 @@ if [ ! -f "$lab/.nbinit-installed" ]; then
   "$lab/bin/python" -c 'import jupyter_server, ipykernel' && touch "$lab/.nbinit-installed"
 fi
 
+# JupyterHub 5 beside the test venv's 6, for the container tests' hub of each major version.
+hub5=build/hub5-venv
+if [ ! -f "$hub5/.nbinit-installed" ]; then
+  echo "setup: making $hub5 (jupyterhub 5.x)" >&2
+  rm -rf "$hub5"
+  /usr/bin/python3 -m venv "$hub5"
+  "$hub5/bin/python" -m pip install -q --disable-pip-version-check 'jupyterhub>=5,<6' 2>&1 \
+    | grep -v "^WARNING: Location" >&2 || true
+  "$hub5/bin/python" -c 'import jupyterhub' && touch "$hub5/.nbinit-installed"
+fi
+
 # The real images the container tests run (tests/helpers/images.py): the base from Debian
 # packages, the pinned wheels from PyPI, once; after that only changed inputs rebuild.
 # Prints the podman run flags it probed; says why and goes on where podman cannot run.

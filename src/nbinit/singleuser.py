@@ -24,6 +24,11 @@ from nbinit.context import Context, Identity
 from nbinit.errors import NbinitError
 
 RUNTIME_DIR = "/usr/local/lib/nbinit/singleuser"
+# Where root unpacks the chosen runtime at start: the server's Python can then keep the
+# runtime's bytecode in the user's home across restarts (from a zip it compiles every time).
+EXTRACT_DIR = "/run/nbinit/singleuser"
+EXTRACTED_STAMP = ".nbinit-extracted"
+SOURCE_MTIME = 315532800  # 1980-01-01, as in the zip: the cached bytecode stays valid
 LAUNCHER = "nbinit.singleuser_launcher"
 SINGLEUSER = "jupyterhub-singleuser"
 START_SCRIPTS = ("start-singleuser.sh", "start-singleuser.py")
@@ -295,6 +300,68 @@ def requirement_problem(answer: dict[str, Any], shown: str) -> Optional[str]:
     return None
 
 
+# -- unpacking ------------------------------------------------------------------------------
+
+
+def extract_runtime(zip_path: str, root: str = EXTRACT_DIR) -> str:
+    """The runtime unpacked into a root-owned directory (reused while the zip is the same).
+
+    Files get the zip's fixed time, so bytecode cached from an earlier start stays valid.
+    Unpacked next to the target, then renamed: a start never sees half a runtime.
+    """
+    import shutil
+    import tempfile
+    import zipfile
+
+    name = os.path.basename(zip_path)[: -len(".zip")]
+    target = os.path.join(root, name)
+    info = os.stat(zip_path)
+    stamp = f"{info.st_size} {info.st_mtime_ns}\n"
+    try:
+        with open(os.path.join(target, EXTRACTED_STAMP)) as handle:
+            if handle.read() == stamp:
+                return target
+    except OSError:
+        pass
+    os.makedirs(root, mode=0o755, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".{name}.", dir=root)
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            for entry in archive.infolist():
+                parts = entry.filename.split("/")
+                if entry.is_dir() or entry.filename.startswith("/") or ".." in parts:
+                    continue  # the image's own zip: nothing else is expected in it
+                path = os.path.join(work, *parts)
+                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                with open(path, "wb") as handle:
+                    handle.write(archive.read(entry))
+                os.utime(path, (SOURCE_MTIME, SOURCE_MTIME))
+        with open(os.path.join(work, EXTRACTED_STAMP), "w") as handle:
+            handle.write(stamp)
+        os.chmod(work, 0o755)  # noqa: S103 - code the user's server reads, root-owned
+        if os.path.lexists(target):
+            shutil.rmtree(target)
+        os.rename(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return target
+
+
+def runtime_path(ctx: Context, zip_path: str) -> str:
+    """What the launcher appends to sys.path: the unpacked runtime as root, else the zip."""
+    if not ctx.is_root:
+        return zip_path
+    try:
+        return extract_runtime(zip_path)
+    except OSError as exc:
+        ctx.log.info(
+            f"cannot unpack {zip_path} into {EXTRACT_DIR} ({exc.strerror}): the server runs "
+            "from the zip and compiles it at every start"
+        )
+        return zip_path
+
+
 # -- the decision -------------------------------------------------------------------------------
 
 
@@ -365,7 +432,8 @@ def plan(ctx: Context, argv: list[str], found: Optional[str]) -> Plan:
     if os.path.basename(argv[0]) in START_SCRIPTS:
         # What docker-stacks' start-singleuser.py adds: NOTEBOOK_ARGS, split like a shell.
         args = [*shlex.split(ctx.env.get("NOTEBOOK_ARGS", "")), *args]
-    command = [*runtime.foreign_module_command(interpreter, LAUNCHER), "run", zip_path, *args]
+    served = runtime_path(ctx, zip_path)
+    command = [*runtime.foreign_module_command(interpreter, LAUNCHER), "run", served, *args]
     why = "singleuser.runtime is nbinit" if choice == "nbinit" else f"no {argv[0]} in the image"
     hub_words = f"the hub runs {hub} ({source})" if hub else "the hub's version unknown"
     message = (
@@ -376,6 +444,7 @@ def plan(ctx: Context, argv: list[str], found: Optional[str]) -> Plan:
         "runtime": "nbinit",
         "version": show(version),
         "path": zip_path,
+        "served_from": served,
         "hub": hub,
         "python": answer["python"],
         "jupyter_server": answer["jupyter_server"],

@@ -56,9 +56,40 @@ def server_path(path: list[str], runtime: str) -> list[str]:
     return [*kept, runtime]
 
 
+def pycache_dir() -> str:
+    """The runtime's bytecode, in the user's home: it survives restarts, the tree is root's."""
+    return os.path.join(os.path.expanduser("~"), ".cache", "nbinit", "pycache")
+
+
+def import_runtime(runtime: str) -> None:
+    """Import jupyterhub's single-user server, its bytecode cached when the runtime is a
+    directory (nbinit unpacked it). A zip cannot cache any: every start compiles it.
+
+    sys.pycache_prefix moves every module's bytecode while it is set, so the image's own
+    server (already compiled in its site-packages) is imported first, without it, and the
+    prefix is put back before the server runs; nothing outside this process sees it.
+    """
+    if not os.path.isdir(runtime):
+        import jupyterhub.singleuser  # noqa: F401
+
+        return
+    try:
+        import jupyter_server.serverapp  # noqa: F401
+    except ImportError:
+        pass  # nbinit checked for it before the drop; jupyterhub says it again if not
+
+    saved = sys.pycache_prefix, sys.dont_write_bytecode
+    sys.pycache_prefix, sys.dont_write_bytecode = pycache_dir(), False
+    try:
+        import jupyterhub.singleuser.extension  # noqa: F401
+        import jupyterhub.singleuser.mixins  # noqa: F401
+    finally:
+        sys.pycache_prefix, sys.dont_write_bytecode = saved
+
+
 def run(runtime: str, args: list[str]) -> int:
     """Become jupyterhub-singleuser ARGS with the runtime appended to sys.path."""
-    if not os.path.isfile(runtime):
+    if not os.path.exists(runtime):
         sys.stderr.write(
             f"nbinit: {NAME}: the runtime {runtime} is missing: COPY build/nbinit-root/ / "
             "again, or install jupyterhub in the image\n"
@@ -66,6 +97,7 @@ def run(runtime: str, args: list[str]) -> int:
         return 1
     sys.path[:] = server_path(sys.path, runtime)
     sys.argv = [NAME, *args]
+    import_runtime(runtime)
     from jupyterhub.singleuser import main as singleuser_main
 
     result = singleuser_main()

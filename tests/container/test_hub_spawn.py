@@ -32,6 +32,7 @@ PROXY_BIN = PROJECT / "node_modules" / ".bin" / "configurable-http-proxy"
 HUBS = {"5": PROJECT / "build" / "hub5-venv", "6": PROJECT / ".venv"}
 TOKEN = "container-hub-token-0123456789abcdef"
 ALICE_UID = "4321"
+SERVED = "/run/nbinit/singleuser/"
 
 CONFIG = """
 import sys
@@ -170,19 +171,15 @@ def container_of(hub: Hub) -> Container:
 
 
 def server_process(running: Container):
-    """The server: the image's Python running nbinit's launcher with a runtime zip."""
-    return running.wait_for_process(
-        lambda p: any(part.endswith(".zip") and "/nbinit/singleuser/" in part for part in p.cmdline)
-    )
+    """The server: the image's Python running nbinit's launcher on a runtime."""
+    return running.wait_for_process(lambda p: any(part.startswith(SERVED) for part in p.cmdline))
 
 
 def runtime_of(process) -> str:
-    (zip_path,) = [part for part in process.cmdline if part.endswith(".zip")]
-    match = re.fullmatch(
-        r"/usr/local/lib/nbinit/singleuser/jupyterhub-(\d+)\.\d+\.\d+\.zip", zip_path
-    )
-    assert match, zip_path
-    return zip_path
+    """The runtime the server runs: as root nbinit serves it unpacked from the tree's zip."""
+    (served,) = [part for part in process.cmdline if part.startswith(SERVED)]
+    assert re.fullmatch(r"jupyterhub-\d+\.\d+\.\d+", served[len(SERVED) :]), served
+    return served
 
 
 def kernel_sys_path(hub: Hub, server_url: str) -> list[str]:

@@ -180,6 +180,8 @@ import json, os, subprocess, sys
 import shadowed
 
 def main():
+    if sys.version_info >= (3, 8):
+        assert sys.pycache_prefix is None, "the bytecode prefix leaked into the server"
     kernel = subprocess.run(
         [sys.executable, "-c", "import json, sys; print(json.dumps(sys.path))"],
         capture_output=True, text=True, check=True,
@@ -199,6 +201,8 @@ def stand_in_runtime(path: Path) -> Path:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("jupyterhub/__init__.py", "")
         archive.writestr("jupyterhub/singleuser/__init__.py", STAND_IN)
+        archive.writestr("jupyterhub/singleuser/extension.py", "")
+        archive.writestr("jupyterhub/singleuser/mixins.py", "")
         archive.writestr("shadowed.py", "WHO = 'runtime'\n")
     return path
 
@@ -220,8 +224,13 @@ def image_python() -> str:
     return IMAGE_PYTHON
 
 
-def test_launcher_runs_the_server_with_the_runtime_last_and_kernels_never_see_it(tmp_path):
+@pytest.mark.parametrize("unpacked", [False, True], ids=["zip", "unpacked"])
+def test_launcher_runs_the_server_with_the_runtime_last_and_kernels_never_see_it(
+    tmp_path, unpacked
+):
     zip_path = stand_in_runtime(tmp_path / "jupyterhub-5.5.4.zip")
+    if unpacked:
+        zip_path = Path(singleuser.extract_runtime(str(zip_path), root=str(tmp_path / "run")))
     image = tmp_path / "image-site"
     image.mkdir()
     (image / "shadowed.py").write_text("WHO = 'image'\n")
@@ -229,7 +238,7 @@ def test_launcher_runs_the_server_with_the_runtime_last_and_kernels_never_see_it
     home.mkdir()
     (home / "jupyterhub.py").write_text("raise SystemExit('the home shadowed jupyterhub')\n")
     command = runtime.foreign_module_command([image_python()], singleuser.LAUNCHER)
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(image)}
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(image), "HOME": str(home)}
     result = subprocess.run(
         [*command, "run", str(zip_path), "--ip=0.0.0.0", "--debug"],
         capture_output=True,
@@ -249,6 +258,14 @@ def test_launcher_runs_the_server_with_the_runtime_last_and_kernels_never_see_it
     assert seen["pythonpath"] == str(image)  # untouched: never names the runtime
     assert str(zip_path) not in seen["kernel_path"]
     assert str(image) in seen["kernel_path"]
+    # Unpacked, the runtime's bytecode is kept in the home for the next start.
+    cache = home / ".cache" / "nbinit" / "pycache"
+    cached = sorted(str(p.relative_to(cache)) for p in cache.rglob("*.pyc"))
+    if unpacked:
+        assert any(f"/{name}".startswith(f"{zip_path}/jupyterhub/singleuser/extension.")
+                   for name in cached), cached  # fmt: skip
+    else:
+        assert cached == []
 
 
 def test_launcher_probe_reports_this_python(tmp_path):
@@ -267,3 +284,25 @@ def test_launcher_says_which_runtime_is_missing(tmp_path):
     )
     assert result.returncode == 1
     assert f"the runtime {missing} is missing: COPY build/nbinit-root/ / again" in result.stderr
+
+
+def test_extract_runtime_unpacks_once_with_fixed_times_and_again_when_the_zip_changes(tmp_path):
+    zip_path = stand_in_runtime(tmp_path / "jupyterhub-5.5.4.zip")
+    root = tmp_path / "run"
+    target = Path(singleuser.extract_runtime(str(zip_path), root=str(root)))
+    assert target == root / "jupyterhub-5.5.4"
+    module = target / "jupyterhub" / "singleuser" / "__init__.py"
+    assert module.read_text() == STAND_IN
+    assert module.stat().st_mtime == singleuser.SOURCE_MTIME
+    assert module.stat().st_mode & 0o777 == 0o644
+    assert target.stat().st_mode & 0o777 == 0o755
+    inode = module.stat().st_ino
+    assert singleuser.extract_runtime(str(zip_path), root=str(root)) == str(target)
+    assert module.stat().st_ino == inode  # the same zip: reused, not unpacked again
+    with zipfile.ZipFile(zip_path, "a") as archive:
+        archive.writestr("../escape.py", "")
+        archive.writestr("added.py", "")
+    assert singleuser.extract_runtime(str(zip_path), root=str(root)) == str(target)
+    assert (target / "added.py").exists()
+    assert not (root / "escape.py").exists() and not (tmp_path / "escape.py").exists()
+    assert sorted(p.name for p in root.iterdir()) == ["jupyterhub-5.5.4"]  # no work dirs left

@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
@@ -133,11 +134,26 @@ def find_wheel(wheels: Path, project: str, version: str, sha256: str) -> Optiona
 
 def fetch_wheels(wheels: Path) -> None:
     """Download the pinned wheels with pip (hash-checked); needs a package index once."""
+    # The target, not this machine: pure wheels, or PyYAML's cp39 one for its .py files.
+    target = ("3.9", "cp", "cp39", "manylinux2014_x86_64")
+    download_pinned(wheels, PINS, "requirements.txt", target, "the pinned wheels")
+
+
+def download_pinned(
+    wheels: Path,
+    pins: Sequence[tuple[str, str, tuple[str, ...], str]],
+    requirements_name: str,
+    target: tuple[str, str, str, str],
+    what: str,
+) -> None:
+    """pip download of exactly the pins (no dependencies, hashes required) for a target
+    (python version, implementation, abi, platform)."""
     wheels.mkdir(parents=True, exist_ok=True)
-    requirements = wheels / "requirements.txt"
+    requirements = wheels / requirements_name
     requirements.write_text(
-        "".join(f"{p}=={v} --hash=sha256:{h}\n" for p, v, _, h in PINS), encoding="utf-8"
+        "".join(f"{p}=={v} --hash=sha256:{h}\n" for p, v, _, h in pins), encoding="utf-8"
     )
+    python, implementation, abi, platform = target
     command = [
         sys.executable,
         "-m",
@@ -148,11 +164,10 @@ def fetch_wheels(wheels: Path) -> None:
         "--no-deps",
         "--require-hashes",
         "--only-binary=:all:",
-        # The target, not this machine: pure wheels, or PyYAML's cp39 one for its .py files.
-        "--python-version=3.9",
-        "--implementation=cp",
-        "--abi=cp39",
-        "--platform=manylinux2014_x86_64",
+        f"--python-version={python}",
+        f"--implementation={implementation}",
+        f"--abi={abi}",
+        f"--platform={platform}",
         "--dest",
         str(wheels),
         "--requirement",
@@ -162,7 +177,7 @@ def fetch_wheels(wheels: Path) -> None:
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
         raise BundleError(
-            f"cannot download the pinned wheels into {wheels}: {last}: "
+            f"cannot download {what} into {wheels}: {last}: "
             "reach a package index once, or copy the wheels there by hand"
         )
 
@@ -447,42 +462,12 @@ def fetch_runtime_wheels(wheels: Path) -> None:
         if all(find_wheel(wheels, p, v, h) for p, v, _, h in pins):
             continue
         # pip refuses two versions of one project in a requirements file: one runtime a call.
-        _pip_download(wheels, pins, version)
-
-
-def _pip_download(
-    wheels: Path, pins: list[tuple[str, str, tuple[str, ...], str]], label: str
-) -> None:
-    wheels.mkdir(parents=True, exist_ok=True)
-    requirements = wheels / f"requirements-{label}.txt"
-    requirements.write_text(
-        "".join(f"{p}=={v} --hash=sha256:{h}\n" for p, v, _, h in pins), encoding="utf-8"
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--no-deps",
-        "--require-hashes",
-        "--only-binary=:all:",
-        "--python-version=3.10",
-        "--implementation=py",
-        "--abi=none",
-        "--platform=any",
-        "--dest",
-        str(wheels),
-        "--requirement",
-        str(requirements),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
-        raise BundleError(
-            f"cannot download the singleuser runtime wheels into {wheels}: {last}: "
-            "reach a package index once, or copy the wheels there by hand"
+        download_pinned(
+            wheels,
+            pins,
+            f"requirements-{version}.txt",
+            ("3.10", "py", "none", "any"),
+            "the singleuser runtime wheels",
         )
 
 

@@ -15,6 +15,7 @@ kernels and terminals started by the server never see it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -73,10 +74,9 @@ def import_runtime(runtime: str) -> None:
         import jupyterhub.singleuser  # noqa: F401
 
         return
-    try:
+    # nbinit checked for it before the drop; without it jupyterhub says so again below.
+    with contextlib.suppress(ImportError):
         import jupyter_server.serverapp  # noqa: F401
-    except ImportError:
-        pass  # nbinit checked for it before the drop; jupyterhub says it again if not
 
     saved = sys.pycache_prefix, sys.dont_write_bytecode
     sys.pycache_prefix, sys.dont_write_bytecode = pycache_dir(), False

@@ -72,6 +72,22 @@ def wait_for(what: str, check, deadline: float) -> None:
     raise SystemExit(f"hub_driver: timed out waiting for {what}")
 
 
+def spawn_until_ready(name: str, deadline: float) -> dict:
+    """Once the hub's API answers: create the user, start the server, wait for ready; its model."""
+    wait_for("the hub API", lambda: call("GET", f"{HUB_API}/")[0] == 200, deadline)
+    status, _ = call("POST", f"{HUB_API}/users/{name}")
+    assert status in (201, 409), status
+    status, body = call("POST", f"{HUB_API}/users/{name}/server", timeout=50)
+    assert status in (201, 202), (status, body)
+
+    def server() -> dict:
+        _, user = call("GET", f"{HUB_API}/users/{name}")
+        return (user.get("servers") or {}).get("") or {}
+
+    wait_for(f"{name}'s server to be ready", lambda: server().get("ready"), deadline)
+    return server()
+
+
 def proc_status(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/status") as handle:
         return dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
@@ -87,20 +103,7 @@ def main() -> int:
     )
     deadline = time.monotonic() + 50
     try:
-        wait_for("the hub API", lambda: call("GET", f"{HUB_API}/")[0] == 200, deadline)
-        status, _ = call("POST", f"{HUB_API}/users/alice")
-        assert status in (201, 409), status
-        status, body = call("POST", f"{HUB_API}/users/alice/server", timeout=50)
-        assert status in (201, 202), (status, body)
-
-        def ready() -> bool:
-            _, user = call("GET", f"{HUB_API}/users/alice")
-            server = (user.get("servers") or {}).get("")
-            return bool(server and server.get("ready"))
-
-        wait_for("alice's server to be ready", ready, deadline)
-        _, user = call("GET", f"{HUB_API}/users/alice")
-        server = user["servers"][""]
+        server = spawn_until_ready("alice", deadline)
         pid = int(server["state"]["pid"])
         status = proc_status(pid)
         with open(f"/proc/{pid}/cmdline", "rb") as handle:

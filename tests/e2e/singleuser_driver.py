@@ -17,7 +17,16 @@ import subprocess
 import sys
 import time
 
-from hub_driver import CONFIG, HUB_API, PROXY, TOKEN, call, proc_status, wait_for
+from hub_driver import (
+    CONFIG,
+    HUB_API,
+    PROXY,
+    TOKEN,
+    call,
+    proc_status,
+    spawn_until_ready,
+    wait_for,
+)
 
 EXTRA = """
 c.Spawner.cmd = [{nbinit!r}, "start", "--", "jupyterhub-singleuser"]
@@ -70,20 +79,7 @@ def main() -> int:
     )
     deadline = time.monotonic() + 100
     try:
-        wait_for("the hub API", lambda: call("GET", f"{HUB_API}/")[0] == 200, deadline)
-        status, _ = call("POST", f"{HUB_API}/users/alice")
-        assert status in (201, 409), status
-        status, body = call("POST", f"{HUB_API}/users/alice/server", timeout=60)
-        assert status in (201, 202), (status, body)
-
-        def ready() -> bool:
-            _, user = call("GET", f"{HUB_API}/users/alice")
-            server = (user.get("servers") or {}).get("")
-            return bool(server and server.get("ready"))
-
-        wait_for("alice's server to be ready", ready, deadline)
-        _, user = call("GET", f"{HUB_API}/users/alice")
-        server = user["servers"][""]
+        server = spawn_until_ready("alice", deadline)
         pid = int(server["state"]["pid"])
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             cmdline = [part.decode() for part in handle.read().split(b"\0") if part]

@@ -8,6 +8,7 @@ with what the server process really is. The hub's log goes to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 TOKEN = "e2e-admin-token-0123456789abcdef"
 HUB_API = "http://127.0.0.1:8081/hub/api"
@@ -72,6 +74,25 @@ def wait_for(what: str, check, deadline: float) -> None:
     raise SystemExit(f"hub_driver: timed out waiting for {what}")
 
 
+@contextlib.contextmanager
+def running_hub(config: str) -> Iterator[subprocess.Popen]:
+    """JupyterHub with this config in /tmp/hub, its log on stderr; stopped on the way out."""
+    os.makedirs("/tmp/hub", exist_ok=True)
+    with open("/tmp/hub/jupyterhub_config.py", "w") as handle:
+        handle.write(config)
+    hub = subprocess.Popen(
+        ["jupyterhub", "-f", "/tmp/hub/jupyterhub_config.py"], cwd="/tmp/hub", stdout=sys.stderr
+    )
+    try:
+        yield hub
+    finally:
+        hub.terminate()
+        try:
+            hub.wait(10)
+        except subprocess.TimeoutExpired:
+            hub.kill()
+
+
 def spawn_until_ready(name: str, deadline: float) -> dict:
     """Once the hub's API answers: create the user, start the server, wait for ready; its model."""
     wait_for("the hub API", lambda: call("GET", f"{HUB_API}/")[0] == 200, deadline)
@@ -95,15 +116,8 @@ def proc_status(pid: int) -> dict[str, str]:
 
 def main() -> int:
     chp = sys.argv[1]
-    os.makedirs("/tmp/hub", exist_ok=True)
-    with open("/tmp/hub/jupyterhub_config.py", "w") as handle:
-        handle.write(CONFIG.format(chp=chp, token=TOKEN))
-    hub = subprocess.Popen(
-        ["jupyterhub", "-f", "/tmp/hub/jupyterhub_config.py"], cwd="/tmp/hub", stdout=sys.stderr
-    )
-    deadline = time.monotonic() + 50
-    try:
-        server = spawn_until_ready("alice", deadline)
+    with running_hub(CONFIG.format(chp=chp, token=TOKEN)):
+        server = spawn_until_ready("alice", time.monotonic() + 50)
         pid = int(server["state"]["pid"])
         status = proc_status(pid)
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
@@ -126,12 +140,6 @@ def main() -> int:
         call("DELETE", f"{HUB_API}/users/alice/server", timeout=20)
         print(json.dumps(report), flush=True)
         return 0
-    finally:
-        hub.terminate()
-        try:
-            hub.wait(10)
-        except subprocess.TimeoutExpired:
-            hub.kill()
 
 
 if __name__ == "__main__":

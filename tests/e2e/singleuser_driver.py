@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -24,6 +23,7 @@ from hub_driver import (
     TOKEN,
     call,
     proc_status,
+    running_hub,
     spawn_until_ready,
     wait_for,
 )
@@ -70,16 +70,10 @@ def kernel_sys_path(server_url: str) -> list[str]:
 
 def main() -> int:
     chp, nbinit, lab_bin = sys.argv[1:4]
-    os.makedirs("/tmp/hub", exist_ok=True)
     path = f"{lab_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    with open("/tmp/hub/jupyterhub_config.py", "w") as handle:
-        handle.write(CONFIG.format(chp=chp, token=TOKEN) + EXTRA.format(nbinit=nbinit, path=path))
-    hub = subprocess.Popen(
-        ["jupyterhub", "-f", "/tmp/hub/jupyterhub_config.py"], cwd="/tmp/hub", stdout=sys.stderr
-    )
-    deadline = time.monotonic() + 100
-    try:
-        server = spawn_until_ready("alice", deadline)
+    config = CONFIG.format(chp=chp, token=TOKEN) + EXTRA.format(nbinit=nbinit, path=path)
+    with running_hub(config):
+        server = spawn_until_ready("alice", time.monotonic() + 100)
         pid = int(server["state"]["pid"])
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             cmdline = [part.decode() for part in handle.read().split(b"\0") if part]
@@ -98,12 +92,6 @@ def main() -> int:
         call("DELETE", f"{HUB_API}/users/alice/server", timeout=20)
         print(json.dumps(report), flush=True)
         return 0
-    finally:
-        hub.terminate()
-        try:
-            hub.wait(10)
-        except subprocess.TimeoutExpired:
-            hub.kill()
 
 
 if __name__ == "__main__":

@@ -48,6 +48,14 @@ def must_run(ctx: Context) -> bool:
 def run(ctx: Context) -> StepResult:
     settings = ctx.section("user")
     policy = accounts.Policy.from_settings(settings)
+    result = _decide(ctx, settings, policy)
+    if ctx.mode == "start" and ctx.is_root:
+        # Whatever any config said: never root, never a system account (FATAL, with the fix).
+        accounts.check_server_identity(ctx.user, policy, settings["default_user"])
+    return result
+
+
+def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> StepResult:
     ctx.user = current_identity(settings["default_user"])
     name = ctx.env.get("JUPYTERHUB_USER", "")
     if not name:
@@ -75,7 +83,14 @@ def run(ctx: Context) -> StepResult:
     uid, gid, gid_defaulted = accounts.read_ids(ctx.env, name, policy)
     if gid_defaulted:
         ctx.log.info(f"NB_GID is not set: using NB_UID {uid} as the gid")
-    accounts.check_home(accounts.marker_path(policy.home, name))  # before /etc changes
+    # Before /etc changes: where the home goes, and whether root may hand it over.
+    home = accounts.marker_path(policy.home, name)
+    accounts.check_home_path(home)
+    accounts.check_home(home)
+    accounts.check_home_owner(home, uid, policy)
+    # A system group must be listed by the image itself, whichever config lists it now.
+    baked_groups = (ctx.baked.get("user") or {}).get("extra_groups")
+    policy.baked_groups = tuple(baked_groups) if baked_groups is not None else ("users",)
     warnings_before = len(ctx.log.warnings)
     identity = accounts.ensure_account(name, uid, gid, policy, ctx.log, _budget(ctx, TOOL_TIMEOUT))
     floor = time.monotonic() + MUST_RUN_FLOOR
@@ -118,12 +133,8 @@ def _ensure_default(ctx: Context, settings: dict[str, Any], policy: accounts.Pol
     name = settings["default_user"]
     if ctx.user is not None or not ctx.is_root or ctx.mode != "start":
         return False
-    if accounts.lookup_user(name) is not None:  # there, but uid 0: never run a server as it
-        ctx.log.warning(
-            f"the default user {name} (user.default_user) has uid 0, so the server would run "
-            "as root: give it its own uid in the image or set user.default_user"
-        )
-        return False
+    if accounts.lookup_user(name) is not None:
+        return False  # there, but uid 0: check_server_identity makes that the FATAL
     ctx.log.info(
         f"the default user {name} (user.default_user) is not in this image: creating it "
         f"(uid {DEFAULT_UID}, group {DEFAULT_GROUP} {DEFAULT_GID})"

@@ -190,6 +190,15 @@ def main() -> int:
         f"ratio {zip_median / base:.2f}; not root: no unpacking, no bytecode cache)"
     )
     print(f"singleuser_unpack: {unpack * 1000:.0f} ms (baseline 0, before exec, as root)")
+    probes = []
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        singleuser.probe_python([str(LAB / "bin" / "python")], None, {"PATH": "/usr/bin"}, 30)
+        probes.append(time.perf_counter() - started)
+    print(
+        f"singleuser_probe: {statistics.median(probes) * 1000:.0f} ms (baseline 0, before exec: "
+        "the image's Python asked for its version and jupyter_server's)"
+    )
     total = 0
     for name, data in sorted(runtimes.items()):
         total += len(data)

@@ -134,8 +134,8 @@ def check_runtime(
             f"{why}, and nbinit's runtime (JupyterHub {carried}) cannot run: {problem}",
             singleuser.FIX_SERVER.split(";")[0],
         )
-    python = singleuser.version_tuple(str(answer["python"]))
-    hub = singleuser.version_tuple(hub_version) if hub_version else None
+    python = gpu.version_tuple(str(answer["python"]))
+    hub = gpu.version_tuple(hub_version) if hub_version else None
     if hub_version and not hub:
         return Check(
             name, FAIL, f"--hub-version {hub_version!r} is not a version", "pass e.g. 5.2.1"

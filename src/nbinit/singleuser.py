@@ -22,6 +22,7 @@ from typing import Any, Optional
 from nbinit import privilege, runtime
 from nbinit.context import Context, Identity
 from nbinit.errors import NbinitError
+from nbinit.gpu import version_tuple
 
 RUNTIME_DIR = "/usr/local/lib/nbinit/singleuser"
 # Where root unpacks the chosen runtime at start: the server's Python can then keep the
@@ -54,16 +55,6 @@ FIX_SERVER = (
 def is_singleuser_command(argv0: str) -> bool:
     """The z2jh default command, or docker-stacks' scripts that exec it."""
     return os.path.basename(argv0) in (SINGLEUSER, *START_SCRIPTS)
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    numbers = []
-    for part in text.split(".")[:3]:
-        digits = re.match(r"\d+", part)
-        if not digits:
-            break
-        numbers.append(int(digits.group()))
-    return tuple(numbers)
 
 
 def python_floor(version: tuple[int, ...]) -> tuple[int, int]:

@@ -419,10 +419,7 @@ def plan(ctx: Context, argv: list[str], found: Optional[str]) -> Plan:
     )
     if warning:
         ctx.log.warning(warning)
-    args = argv[1:]
-    if os.path.basename(argv[0]) in START_SCRIPTS:
-        # What docker-stacks' start-singleuser.py adds: NOTEBOOK_ARGS, split like a shell.
-        args = [*shlex.split(ctx.env.get("NOTEBOOK_ARGS", "")), *args]
+    args = server_args(argv, ctx.env)
     served = runtime_path(ctx, zip_path)
     command = [*runtime.foreign_module_command(interpreter, LAUNCHER), "run", served, *args]
     why = "singleuser.runtime is nbinit" if choice == "nbinit" else f"no {argv[0]} in the image"
@@ -441,6 +438,20 @@ def plan(ctx: Context, argv: list[str], found: Optional[str]) -> Plan:
         "jupyter_server": answer["jupyter_server"],
     }
     return Plan(command, details, message)
+
+
+def server_args(argv: list[str], env: dict[str, str]) -> list[str]:
+    """jupyterhub-singleuser's arguments; for docker-stacks' start-singleuser.* also what
+    start-singleuser.py adds, NOTEBOOK_ARGS split like a shell, first."""
+    if os.path.basename(argv[0]) not in START_SCRIPTS:
+        return argv[1:]
+    try:
+        return [*shlex.split(env.get("NOTEBOOK_ARGS", "")), *argv[1:]]
+    except ValueError as exc:
+        raise NbinitError(
+            f"NOTEBOOK_ARGS cannot be split into arguments ({exc})",
+            "fix its quoting (it is split like a shell command line)",
+        ) from None
 
 
 def _who(ctx: Context) -> str:

@@ -112,6 +112,29 @@ def test_is_singleuser_command(argv0, expected):
     assert singleuser.is_singleuser_command(argv0) is expected
 
 
+@pytest.mark.parametrize(
+    ("argv", "notebook_args", "expected"),
+    [
+        pytest.param(["jupyterhub-singleuser", "--debug"], "--x", ["--debug"], id="own-args"),
+        pytest.param(
+            ["start-singleuser.py", "--debug"],
+            "--ServerApp.root_dir='/home/my notes'",
+            ["--ServerApp.root_dir=/home/my notes", "--debug"],
+            id="start-script-notebook-args",
+        ),
+        pytest.param(["/usr/local/bin/start-singleuser.sh"], "", [], id="start-script-none"),
+    ],
+)
+def test_server_args(argv, notebook_args, expected):
+    assert singleuser.server_args(argv, {"NOTEBOOK_ARGS": notebook_args}) == expected
+
+
+def test_unbalanced_notebook_args_are_a_clear_error():
+    with pytest.raises(NbinitError, match="NOTEBOOK_ARGS cannot be split") as caught:
+        singleuser.server_args(["start-singleuser.py"], {"NOTEBOOK_ARGS": "--x='open"})
+    assert caught.value.fix == "fix its quoting (it is split like a shell command line)"
+
+
 def test_script_interpreter_keeps_env_python(tmp_path):
     script = tmp_path / "jupyter-lab"
     script.write_text("#!/usr/bin/env -S python3.12\nimport sys\n")

@@ -1,11 +1,12 @@
 """A real JupyterHub (5.x and 6.x) spawns the NGC-like image with only the COPY line.
 
 The image has JupyterLab but no jupyterhub and no jovyan, and NVIDIA's entrypoint chain;
-the hub runs on the host's loopback and starts each server with podman (`podman_spawner`,
-as KubeSpawner starts a pod: `--user 0`, the hub's environment, the marker volume, z2jh's
-default command `jupyterhub-singleuser`). nbinit's runtime must stand in, with the hub's
-major version, as the marker user or as the jovyan it creates; the server answers through
-the proxy, and a kernel started in it does not see the runtime.
+the hub runs on the host's loopback (tests/helpers/hubconfig.py) and its spawner runs each
+server with `podman run`, as KubeSpawner starts a pod: `--user 0`, the hub's JUPYTERHUB_*
+environment, the marker volume, z2jh's default command `jupyterhub-singleuser`. nbinit's
+runtime must stand in, with the hub's major version, as the marker user or as the jovyan it
+creates; the server answers through the proxy, and a kernel started in it does not see the
+runtime.
 
 The hubs: JupyterHub 6 from the test venv, JupyterHub 5 from build/hub5-venv
 (scripts/setup.sh makes it); a hub that is not installed is skipped, saying so.
@@ -14,73 +15,23 @@ The hubs: JupyterHub 6 from the test venv, JupyterHub 5 from build/hub5-venv
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from helpers import images
 from helpers.containers import Container, free_port
+from helpers.hubconfig import TOKEN, call, hub_config
 
 PROJECT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 PROXY_BIN = PROJECT / "node_modules" / ".bin" / "configurable-http-proxy"
 HUBS = {"5": PROJECT / "build" / "hub5-venv", "6": PROJECT / ".venv"}
-TOKEN = "container-hub-token-0123456789abcdef"
 ALICE_UID = "4321"
 SERVED = "/run/nbinit/singleuser/"
-
-CONFIG = """
-import sys
-sys.path.insert(0, {here!r})
-from podman_spawner import PodmanSpawner
-
-c = get_config()  # noqa
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {proxy_port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {hub_port}
-c.JupyterHub.db_url = "sqlite:///{work}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{work}/cookie_secret"
-c.ConfigurableHTTPProxy.command = [{proxy!r}]
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
-c.ConfigurableHTTPProxy.pid_file = "{work}/proxy.pid"
-c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
-c.JupyterHub.spawner_class = PodmanSpawner
-c.PodmanSpawner.image = {image!r}
-c.PodmanSpawner.run_flags = {flags!r}
-c.PodmanSpawner.volumes = {volumes!r}
-c.Spawner.cmd = ["jupyterhub-singleuser"]
-c.Spawner.env_keep = []
-c.Spawner.environment = {environment!r}
-c.Spawner.start_timeout = 120
-c.Spawner.http_timeout = 120
-c.JupyterHub.services = [{{"name": "test", "api_token": {token!r}}}]
-c.JupyterHub.load_roles = [
-    {{
-        "name": "test-admin",
-        "scopes": ["admin:users", "admin:servers", "access:servers"],
-        "services": ["test"],
-    }}
-]
-"""
-
-
-def call(method: str, url: str, timeout: float = 10.0) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        url, method=method, headers={"Authorization": f"token {TOKEN}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            body = response.read()
-            return response.status, json.loads(body) if body.strip() else {}
-    except urllib.error.HTTPError as exc:
-        return exc.code, {"error": exc.read().decode("utf-8", "replace")[:300]}
 
 
 def wait_for(what: str, check, timeout: float, log: Path) -> None:
@@ -96,12 +47,11 @@ def wait_for(what: str, check, timeout: float, log: Path) -> None:
 
 
 class Hub:
-    def __init__(self, major: str, work: Path, process: subprocess.Popen, ports: dict) -> None:
-        self.major = major
+    def __init__(self, work: Path, name: str, ports: tuple[int, int, int]) -> None:
         self.work = work
-        self.process = process
-        self.api = f"http://127.0.0.1:{ports['hub_port']}/hub/api"
-        self.proxy = f"http://127.0.0.1:{ports['proxy_port']}"
+        self.container = Container(name, "")
+        self.api = f"http://127.0.0.1:{ports[2]}/hub/api"
+        self.proxy = f"http://127.0.0.1:{ports[0]}"
         self.log = work / "hub.log"
 
     def spawn(self, user: str) -> dict:
@@ -119,7 +69,10 @@ class Hub:
 
 
 @contextmanager
-def running_hub(major: str, tmp_path: Path, image: str, volumes: list[str], env: dict):
+def running_hub(major: str, tmp_path: Path, image: str, extra: list[str]):
+    """JupyterHub `major` whose spawner runs the pod KubeSpawner would make: `podman run
+    --network=host --user=0` with the hub's JUPYTERHUB_* environment, the image's own
+    ENTRYPOINT and z2jh's default command, `extra` podman arguments (volumes, NB_UID)."""
     venv = HUBS[major]
     if not (venv / "bin" / "jupyterhub").exists():
         pytest.skip(f"JupyterHub {major} is not installed in {venv} (scripts/setup.sh)")
@@ -127,27 +80,24 @@ def running_hub(major: str, tmp_path: Path, image: str, volumes: list[str], env:
         pytest.skip(f"configurable-http-proxy is not installed at {PROXY_BIN} (scripts/setup.sh)")
     work = tmp_path / f"hub{major}"
     work.mkdir()
-    ports = {name: free_port() for name in ("proxy_port", "hub_port", "proxy_api_port")}
-    config = CONFIG.format(
-        here=str(HERE),
-        work=work,
-        proxy=str(PROXY_BIN),
-        image=image,
-        flags=list(images.podman_run_flags()),
-        volumes=volumes,
-        environment=env,
-        token=TOKEN,
-        **ports,
-    )
+    name = f"nbinit-hub-{os.getpid()}-{major}"
+    cmd = ["podman", "run", f"--name={name}", "--network=host", *images.podman_run_flags()]
+    cmd += ["--user=0", "--env=JUPYTERHUB_*", "--env=JPY_API_TOKEN", *extra]
+    cmd += [image, "jupyterhub-singleuser"]
+    ports = (free_port(), free_port(), free_port())  # proxy, proxy API, hub
+    config = hub_config(
+        chp=str(PROXY_BIN), cmd=cmd, work=str(work), ports=ports, start_timeout=120,
+        http_timeout=120, poll_interval=1,
+    )  # fmt: skip
     (work / "jupyterhub_config.py").write_text(config)
-    with (work / "hub.log").open("w") as log:
+    hub = Hub(work, name, ports)
+    with hub.log.open("w") as log:
         process = subprocess.Popen(
             [str(venv / "bin" / "jupyterhub"), "-f", str(work / "jupyterhub_config.py")],
             cwd=work,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    hub = Hub(major, work, process, ports)
     try:
         wait_for("the hub API", lambda: call("GET", f"{hub.api}/")[0] == 200, 60, hub.log)
         version = call("GET", f"{hub.api}/")[1]["version"]
@@ -160,14 +110,8 @@ def running_hub(major: str, tmp_path: Path, image: str, volumes: list[str], env:
         except subprocess.TimeoutExpired:
             process.kill()
         subprocess.run(
-            ["podman", "rm", "--force", "--time", "0", f"nbinit-hub-{process.pid}-alice"],
-            capture_output=True,
-            timeout=60,
+            ["podman", "rm", "--force", "--time", "0", name], capture_output=True, timeout=60
         )
-
-
-def container_of(hub: Hub) -> Container:
-    return Container(f"nbinit-hub-{hub.process.pid}-alice", "")
 
 
 def server_process(running: Container):
@@ -243,12 +187,12 @@ def test_hubs_spawn_the_marked_user_with_the_runtime_of_their_major_version(ngc,
     marker, state = tmp_path / "marker", tmp_path / "state"
     marker.mkdir()
     state.mkdir(mode=0o700)
-    volumes = [f"{marker}:/s/alice/jupyterhub", f"{state}:/var/lib/nbinit"]
-    env = {"NB_UID": ALICE_UID, "NB_GID": ALICE_UID}
+    extra = [f"--volume={marker}:/s/alice/jupyterhub", f"--volume={state}:/var/lib/nbinit"]
+    extra += [f"--env=NB_UID={ALICE_UID}", f"--env=NB_GID={ALICE_UID}"]
     for major in ("6", "5"):
-        with running_hub(major, tmp_path, ngc, volumes, env) as hub:
+        with running_hub(major, tmp_path, ngc, extra) as hub:
             server = hub.spawn("alice")
-            running = container_of(hub)
+            running = hub.container
             process = server_process(running)
             assert process.uid == [ALICE_UID] * 4
             assert f"/jupyterhub-{major}." in runtime_of(process)
@@ -264,9 +208,9 @@ def test_hubs_spawn_the_marked_user_with_the_runtime_of_their_major_version(ngc,
 
 
 def test_without_a_marker_the_server_runs_as_the_jovyan_nbinit_creates(ngc, tmp_path):
-    with running_hub("5", tmp_path, ngc, [], {}) as hub:
+    with running_hub("5", tmp_path, ngc, []) as hub:
         server = hub.spawn("alice")
-        running = container_of(hub)
+        running = hub.container
         process = server_process(running)
         assert process.uid == ["1000"] * 4
         assert process.gid == ["100"] * 4

@@ -13,30 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 
-from hub_driver import (
-    CONFIG,
-    HUB_API,
-    PROXY,
-    TOKEN,
-    call,
-    proc_status,
-    running_hub,
-    spawn_until_ready,
-    wait_for,
-)
-
-EXTRA = """
-c.Spawner.cmd = [{nbinit!r}, "start", "--", "jupyterhub-singleuser"]
-c.Spawner.environment = {{
-    "NB_UID": "4321",
-    "NB_GID": "4321",
-    "PATH": {path!r},
-    "NBINIT_STATUS_FILE": "/var/lib/nbinit-status.json",
-}}
-"""
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers.hubconfig import call, hub_config  # noqa: E402 (run as a script)
+from hub_driver import HUB_API, PROXY, proc_status, server_model, wait_for  # noqa: E402
 
 
 def kernel_sys_path(server_url: str) -> list[str]:
@@ -70,10 +53,28 @@ def kernel_sys_path(server_url: str) -> list[str]:
 
 def main() -> int:
     chp, nbinit, lab_bin = sys.argv[1:4]
-    path = f"{lab_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    config = CONFIG.format(chp=chp, token=TOKEN) + EXTRA.format(nbinit=nbinit, path=path)
-    with running_hub(config):
-        server = spawn_until_ready("alice", time.monotonic() + 100)
+    environment = {
+        "NB_UID": "4321",
+        "NB_GID": "4321",
+        "PATH": f"{lab_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "NBINIT_STATUS_FILE": "/var/lib/nbinit-status.json",
+    }
+    cmd = [nbinit, "start", "--", "jupyterhub-singleuser"]
+    os.makedirs("/tmp/hub", exist_ok=True)
+    with open("/tmp/hub/jupyterhub_config.py", "w") as handle:
+        handle.write(hub_config(chp=chp, cmd=cmd, work="/tmp/hub", environment=environment))
+    hub = subprocess.Popen(
+        ["jupyterhub", "-f", "/tmp/hub/jupyterhub_config.py"], cwd="/tmp/hub", stdout=sys.stderr
+    )
+    deadline = time.monotonic() + 100
+    try:
+        wait_for("the hub API", lambda: call("GET", f"{HUB_API}/")[0] == 200, deadline)
+        status, _ = call("POST", f"{HUB_API}/users/alice")
+        assert status in (201, 409), status
+        status, body = call("POST", f"{HUB_API}/users/alice/server", timeout=60)
+        assert status in (201, 202), (status, body)
+        wait_for("alice's server to be ready", lambda: server_model().get("ready"), deadline)
+        server = server_model()
         pid = int(server["state"]["pid"])
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             cmdline = [part.decode() for part in handle.read().split(b"\0") if part]
@@ -92,6 +93,12 @@ def main() -> int:
         call("DELETE", f"{HUB_API}/users/alice/server", timeout=20)
         print(json.dumps(report), flush=True)
         return 0
+    finally:
+        hub.terminate()
+        try:
+            hub.wait(10)
+        except subprocess.TimeoutExpired:
+            hub.kill()
 
 
 if __name__ == "__main__":

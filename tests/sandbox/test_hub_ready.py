@@ -44,8 +44,14 @@ def image_with_runtimes(box, runtimes: dict[str, bytes]) -> None:
         box.write(f"/{relative}", data)
 
 
+NOT_STARTING = "not starting the server: fix the problem above and restart"
+
+
 def fatal(result) -> list[str]:
-    return [line.split("nbinit: ", 1)[1] for line in result.lines("FATAL")]
+    """The FATAL lines, less the closing one every FATAL start ends with."""
+    lines = [line.split("nbinit: ", 1)[1] for line in result.lines("FATAL")]
+    assert lines[-1:] == [NOT_STARTING], result.stderr
+    return lines[:-1]
 
 
 def status(box) -> dict:

@@ -44,9 +44,33 @@ if [ ! -x node_modules/.bin/configurable-http-proxy ] && command -v npm >/dev/nu
     || { echo "setup: npm install configurable-http-proxy failed" >&2; exit 1; }
 fi
 
-# The pinned, hash-checked wheels the one-file nbinit is built from (python3 -m nbinit.bundle);
-# downloaded once, then the bundle and delivery tests build offline.
+# The pinned, hash-checked wheels the one-file nbinit and its singleuser runtimes are built
+# from (python3 -m nbinit.bundle); downloaded once, then the bundle and delivery tests build
+# offline (build/bundle-wheels, build/singleuser-wheels).
 .venv/bin/python -m nbinit.bundle --fetch-only --wheels build/bundle-wheels
+
+# A Python with jupyter_server and ipykernel but no jupyterhub, as NGC images have: the
+# image's Python for nbinit's singleuser runtime in the tests (build/lab-venv).
+lab=build/lab-venv
+if [ ! -f "$lab/.nbinit-installed" ]; then
+  echo "setup: making $lab (jupyter_server, ipykernel; no jupyterhub)" >&2
+  rm -rf "$lab"
+  /usr/bin/python3 -m venv "$lab"
+  "$lab/bin/python" -m pip install -q --disable-pip-version-check 'jupyter_server>=2' ipykernel 2>&1 \
+    | grep -v "^WARNING: Location" >&2 || true
+  "$lab/bin/python" -c 'import jupyter_server, ipykernel' && touch "$lab/.nbinit-installed"
+fi
+
+# JupyterHub 5 beside the test venv's 6, for the container tests' hub of each major version.
+hub5=build/hub5-venv
+if [ ! -f "$hub5/.nbinit-installed" ]; then
+  echo "setup: making $hub5 (jupyterhub 5.x)" >&2
+  rm -rf "$hub5"
+  /usr/bin/python3 -m venv "$hub5"
+  "$hub5/bin/python" -m pip install -q --disable-pip-version-check 'jupyterhub>=5,<6' 2>&1 \
+    | grep -v "^WARNING: Location" >&2 || true
+  "$hub5/bin/python" -c 'import jupyterhub' && touch "$hub5/.nbinit-installed"
+fi
 
 # The real images the container tests run (tests/helpers/images.py): the base from Debian
 # packages, the pinned wheels from PyPI, once; after that only changed inputs rebuild.

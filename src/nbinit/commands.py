@@ -60,7 +60,7 @@ def start(command: Optional[list[str]]) -> int:
             return EXIT_FATAL
     ctx = make_context("start", command)
     try:
-        ctx.command = launch.resolve_command(command or [], ctx.env.get("PATH"))
+        ctx.command = launch.resolve_command(command or [], ctx.env.get("PATH"), ctx.env)
     except NbinitError as exc:
         ctx.log.fatal(str(exc))
         ctx.failure = exc

@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from nbinit import config, gpu, privilege, schema
+from nbinit import config, gpu, privilege, schema, singleuser
 from nbinit.context import Identity
 from nbinit.errors import NbinitError
 
@@ -63,31 +63,16 @@ def _last_line(data: bytes) -> str:
     return (errors or lines or [""])[-1][:200]
 
 
-def _interpreter(script: str) -> Optional[list[str]]:
-    """The interpreter of a `#!` script (`/usr/bin/env python3` kept as two words)."""
-    try:
-        with open(script, "rb") as handle:
-            first = handle.readline(256)
-    except OSError:
-        return None
-    if not first.startswith(b"#!"):
-        return None
-    words = first[2:].decode("utf-8", "replace").split()
-    if not words:
-        return None
-    if os.path.basename(words[0]) == "env":
-        words = words[:1] + [w for w in words[1:] if not w.startswith("-")][:1]
-    program = words[1] if len(words) > 1 and os.path.basename(words[0]) == "env" else words[0]
-    # Only a Python interpreter is asked for versions; a shell wrapper has none to give.
-    if not os.path.basename(program).startswith("python"):
-        return None
-    return words
-
-
 # -- the checks ----------------------------------------------------------------------------
-def check_singleuser(env: dict[str, str], hub_version: Optional[str]) -> Check:
+def check_singleuser(
+    env: dict[str, str], hub_version: Optional[str], settings: Optional[dict[str, Any]] = None
+) -> Check:
     name = "jupyterhub-singleuser"
     path = _which(name, env)
+    choice = ((settings or {}).get("singleuser") or {}).get("runtime", "auto")
+    runtimes = singleuser.list_runtimes(singleuser.runtime_dir(env))
+    if runtimes and choice != "image" and (path is None or choice == "nbinit"):
+        return check_runtime(env, hub_version, runtimes, path)
     if path is None:
         return Check(
             name,
@@ -121,6 +106,56 @@ def check_singleuser(env: dict[str, str], hub_version: Optional[str]) -> Check:
     return Check(name, PASS, detail)
 
 
+def check_runtime(
+    env: dict[str, str],
+    hub_version: Optional[str],
+    runtimes: list[tuple[tuple[int, ...], str]],
+    image_own: Optional[str],
+) -> Check:
+    """nbinit's runtime serves: can the image's Python run it, and which one would start."""
+    name = "jupyterhub-singleuser"
+    carried = ", ".join(singleuser.show(v) for v, _ in runtimes)
+    why = "singleuser.runtime is nbinit" if image_own else "not in the image"
+    interpreter = singleuser.server_python(env.get("PATH", os.defpath))
+    if interpreter is None:
+        return Check(
+            name, FAIL, f"{why}, and no python3 on PATH to run nbinit's runtime", FIX_SINGLEUSER
+        )
+    shown = " ".join(interpreter)
+    try:
+        answer = singleuser.probe_python(interpreter, None, env, PROGRAM_TIMEOUT)
+    except NbinitError as exc:
+        return Check(name, FAIL, f"{why}: {exc.problem}", exc.fix)
+    problem = singleuser.requirement_problem(answer, shown)
+    if problem:
+        return Check(
+            name,
+            FAIL,
+            f"{why}, and nbinit's runtime (JupyterHub {carried}) cannot run: {problem}",
+            singleuser.FIX_SERVER.split(";")[0],
+        )
+    python = gpu.version_tuple(str(answer["python"]))
+    hub = gpu.version_tuple(hub_version) if hub_version else None
+    if hub_version and not hub:
+        return Check(
+            name, FAIL, f"--hub-version {hub_version!r} is not a version", "pass e.g. 5.2.1"
+        )
+    try:
+        version, _, warning = singleuser.choose_runtime(runtimes, hub, python)
+    except NbinitError as exc:
+        return Check(name, FAIL, f"{why}: {exc.problem}", exc.fix)
+    detail = (
+        f"{why}: nbinit's runtime serves (JupyterHub {carried}, the hub's major version "
+        f"chosen at start) on {shown} (Python {answer['python']}, jupyter_server "
+        f"{answer['jupyter_server']})"
+    )
+    if hub_version:
+        detail += f"; hub {hub_version}: JupyterHub {singleuser.show(version)} would run"
+    if warning:
+        return Check(name, WARN, f"{detail}; {warning}", f"pip install 'jupyterhub=={hub_version}'")
+    return Check(name, PASS, detail)
+
+
 def _first_version(data: bytes) -> Optional[str]:
     match = re.search(r"\d+\.\d+(?:\.\d+)?\S*", data.decode("utf-8", "replace"))
     return match.group() if match else None
@@ -132,7 +167,7 @@ def _jupyterhub_version(script: str, env: dict[str, str]) -> Optional[str]:
     In extension mode (Jupyter Server 2) `--version` prints jupyter-server's version, so
     the hub compatibility check asks the package itself.
     """
-    interpreter = _interpreter(script)
+    interpreter = singleuser.script_interpreter(script)
     if interpreter is None:
         return None
     code = "import sys, jupyterhub; sys.stdout.write(jupyterhub.__version__)"
@@ -167,7 +202,7 @@ def check_start_script(env: dict[str, str]) -> Check:
 
     name = "start script"
     try:
-        (path,) = launch.resolve_command([], env.get("PATH", os.defpath))
+        (path,) = launch.resolve_command([], env.get("PATH", os.defpath), env)
     except NbinitError:
         return Check(
             name,
@@ -175,6 +210,10 @@ def check_start_script(env: dict[str, str]) -> Check:
             "none of start-singleuser.sh, start-singleuser.py, jupyterhub-singleuser on PATH: "
             "`nbinit start` has nothing to run",
             "install jupyterhub (see jupyterhub-singleuser above) or ship a start-singleuser.sh",
+        )
+    if path == singleuser.SINGLEUSER:
+        return Check(
+            name, PASS, "none in the image: `nbinit start` runs nbinit's singleuser runtime"
         )
     if os.path.basename(path) == "jupyterhub-singleuser":
         return Check(
@@ -219,7 +258,7 @@ def check_python(env: dict[str, str]) -> Check:
     mine = ".".join(str(n) for n in sys.version_info[:3])
     detail = f"nbinit runs on {mine} ({sys.executable})"
     script = _which("jupyterhub-singleuser", env)
-    interpreter = _interpreter(script) if script else None
+    interpreter = singleuser.script_interpreter(script) if script else None
     if interpreter is None:
         return Check(name, PASS, detail)
     code = "import sys; sys.stdout.write('%d.%d.%d' % sys.version_info[:3])"
@@ -257,20 +296,32 @@ def _image_identity(settings: dict[str, Any]) -> tuple[Optional[Identity], Check
         try:
             entry = pwd.getpwnam(wanted)
         except KeyError:
-            return None, Check(
-                name,
-                FAIL,
-                f"no account {wanted!r} (user.default_user): servers without a user marker "
-                "would run as root, which jupyter-server refuses",
-                f"useradd -m -u 1000 -g 100 -s /bin/bash {wanted} (or set user.default_user "
-                "to the image's own user)",
-            )
+            return None, _default_user_created(wanted)
         if entry.pw_uid == 0:
             return None, Check(
                 name, FAIL, f"{wanted} has uid 0", "give it its own uid (1000 by convention)"
             )
     identity = Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
     return identity, Check(name, PASS, f"{entry.pw_name} (uid {entry.pw_uid}, gid {entry.pw_gid})")
+
+
+def _default_user_created(wanted: str) -> Check:
+    """No default user in the image: `nbinit start` creates it as root (steps/user.py)."""
+    from nbinit.steps import user
+
+    ids = f"uid {user.DEFAULT_UID}, gid {user.DEFAULT_GID}"
+    try:
+        holder = pwd.getpwuid(user.DEFAULT_UID).pw_name
+        shared = f"; uid {user.DEFAULT_UID} is {holder}'s, so {wanted} becomes a second name for it"
+    except KeyError:
+        shared = ""
+    home = user.DEFAULT_HOME.format(user=wanted)
+    return Check(
+        "default user",
+        PASS,
+        f"no account {wanted!r} in the image: `nbinit start` creates it ({ids}, home {home})"
+        + shared,
+    )
 
 
 def check_home(identity: Optional[Identity], env: dict[str, str]) -> Check:
@@ -457,13 +508,15 @@ def run_checks(env: dict[str, str], hub_version: Optional[str] = None) -> list[C
     settings, baked = check_baked_config(env)
     identity, user_row = _image_identity(settings)
     checks = [
-        check_singleuser(env, hub_version),
+        check_singleuser(env, hub_version, settings),
         check_start_script(env),
         check_tini(env),
         check_git(env, settings),
         check_python(env),
         user_row,
-        check_home(identity, env),
+        check_home(identity, env)
+        if identity is not None or user_row.result != PASS
+        else Check("home writable", PASS, "made at start with the default user, owned by it"),
         check_passwd(),
         baked,
         check_disk(settings),

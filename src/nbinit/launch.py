@@ -7,7 +7,7 @@ import errno
 import os
 import shutil
 import signal
-from typing import Optional
+from typing import Any, Optional
 
 from nbinit import privilege
 from nbinit.context import Context
@@ -17,19 +17,59 @@ from nbinit.log import Log
 DEFAULT_COMMANDS = ("start-singleuser.sh", "start-singleuser.py", "jupyterhub-singleuser")
 
 
-def resolve_command(command: list[str], path: Optional[str]) -> list[str]:
-    """CMD as given, else the first of the default server commands on PATH."""
+def resolve_command(
+    command: list[str], path: Optional[str], env: Optional[dict[str, str]] = None
+) -> list[str]:
+    """CMD as given, else the first of the default server commands on PATH.
+
+    None on PATH but nbinit's singleuser runtimes in the image (`env` says where):
+    `jupyterhub-singleuser`, for the launcher to stand in for at exec.
+    """
     if command:
         return command
     for name in DEFAULT_COMMANDS:
         found = shutil.which(name, path=path)
         if found:
             return [found]
+    if env is not None:
+        from nbinit import singleuser
+
+        if singleuser.list_runtimes(singleuser.runtime_dir(env)):
+            return [singleuser.SINGLEUSER]
     raise NbinitError(
         "none of " + ", ".join(DEFAULT_COMMANDS) + " is on PATH",
         "install jupyterhub in the image (pip install jupyterhub) or pass the command after "
         "`--`; run `nbinit check` when building the image",
     )
+
+
+def prepare_command(ctx: Context) -> dict[str, Any]:
+    """Before the drop: make sure the user can exec the command; details for the status.
+
+    An explicit command (z2jh's default `jupyterhub-singleuser`) is looked up on PATH as
+    the user will look it up, so a missing one is nbinit's FATAL with its fix, not tini's
+    `exec ... failed: No such file or directory` after a status that said ok. The
+    single-user server falls back to nbinit's runtime when the image has none.
+    """
+    argv = ctx.command
+    found = privilege.find_executable(argv[0], ctx.env.get("PATH"), ctx.user)
+    from nbinit import singleuser
+
+    if singleuser.is_singleuser_command(argv[0]):
+        plan = singleuser.plan(ctx, argv, found)
+        if plan.message:
+            ctx.log.info(plan.message)
+        ctx.command = plan.command
+        return {"singleuser": plan.details}
+    if found is None:
+        who = ctx.user.name if ctx.user else f"uid {os.geteuid()}"
+        raise NbinitError(
+            f"the command {argv[0]} is not an executable file on PATH for {who} "
+            f"(PATH={ctx.env.get('PATH', os.defpath)})",
+            "install it in the image or correct the command (z2jh singleuser.cmd); run "
+            "`nbinit check` when building the image",
+        )
+    return {}
 
 
 def find_tini(path: Optional[str]) -> Optional[str]:

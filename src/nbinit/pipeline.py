@@ -148,6 +148,12 @@ def start(ctx: Context) -> int:
         exec_result = StepResult("exec", reason=" ".join(ctx.command))
         exec_result.started = time.time()
         ctx.results.append(exec_result)
+        try:
+            exec_result.details.update(launch.prepare_command(ctx))
+        except NbinitError as exc:
+            exec_result.outcome, exec_result.reason = FAILED, str(exc)
+            exec_result.duration = time.monotonic() - started
+            raise
         for job in ctx.background:
             job()
         report_problems(ctx)

@@ -565,3 +565,51 @@ def exec_command(argv: list[str], env: dict[str, str], cwd: Optional[str] = None
         except OSError:
             os.chdir("/")
     os.execvpe(argv[0], argv, env)
+
+
+def executable_by(path: str, identity: Optional[Identity]) -> bool:
+    """Whether identity could exec path: a regular file with its x bit, in directories it
+    can search. As root for another user os.access would answer for root, so the modes
+    are read against the user's uid, gid and groups.
+    """
+    if not switches_user(identity):
+        return os.path.isfile(path) and os.access(path, os.X_OK)
+    assert identity is not None
+    groups = set(groups_for(identity))
+
+    def allowed(info: os.stat_result) -> bool:
+        if info.st_uid == identity.uid:
+            return bool(info.st_mode & stat.S_IXUSR)
+        if info.st_gid in groups:
+            return bool(info.st_mode & stat.S_IXGRP)
+        return bool(info.st_mode & stat.S_IXOTH)
+
+    try:
+        real = os.path.realpath(path)
+        info = os.stat(real)
+        directories = [os.stat(d) for d in _parents(real)]
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and allowed(info) and all(map(allowed, directories))
+
+
+def _parents(path: str) -> list[str]:
+    parents: list[str] = []
+    while True:
+        parent = os.path.dirname(path)
+        if parent == path:
+            return parents
+        parents.append(parent)
+        path = parent
+
+
+def find_executable(name: str, path: Optional[str], identity: Optional[Identity]) -> Optional[str]:
+    """What exec would run for name, as identity: PATH searched in order (execvp's rules)."""
+    if "/" in name:
+        return name if executable_by(name, identity) else None
+    for directory in (path if path is not None else os.defpath).split(os.pathsep):
+        if directory and os.path.isabs(directory):
+            candidate = os.path.join(directory, name)
+            if executable_by(candidate, identity):
+                return candidate
+    return None

@@ -31,3 +31,29 @@ def module_command(module: str) -> list[str]:
     if archive:
         return [sys.executable, "-I", "-c", _RUN_FROM_ARCHIVE.format(module=module), archive]
     return [sys.executable, "-I", "-m", module]
+
+
+# For another Python (the image's): nbinit's location goes on sys.path only long enough to
+# import the module, so nothing else from it (requests, yaml) shadows the image's packages.
+_IMPORT_FROM = (
+    "import sys; p = sys.argv.pop(1); sys.path.insert(0, p); "
+    "import {module} as m; sys.path.remove(p); sys.exit(m.main())"
+)
+
+
+def package_location() -> str:
+    """The sys.path entry nbinit imports from: the zipapp, or the directory above the package."""
+    import os
+
+    import nbinit
+
+    return running_archive() or os.path.dirname(os.path.dirname(os.path.abspath(nbinit.__file__)))
+
+
+def foreign_module_command(interpreter: list[str], module: str) -> list[str]:
+    """Run MODULE's main() on another interpreter, not isolated (args follow).
+
+    Not `-I`: the server keeps the image's own PYTHONPATH and user site, as it would if
+    started directly. The module must import only the standard library.
+    """
+    return [*interpreter, "-c", _IMPORT_FROM.format(module=module), package_location()]

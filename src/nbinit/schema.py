@@ -223,6 +223,20 @@ HOOKS: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+SINGLEUSER: dict[str, Any] = {
+    "type": "object",
+    "description": "Who provides jupyterhub-singleuser when the command is the hub's default.",
+    "properties": {
+        "runtime": {
+            "enum": ["auto", "image", "nbinit"],
+            "default": "auto",
+            "description": "auto: the image's own when it has one, else nbinit's runtime for "
+            "the hub's major version; image: only the image's; nbinit: always nbinit's.",
+        },
+    },
+    "additionalProperties": False,
+}
+
 CONFIG: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "nbinit config, version 1",
@@ -262,6 +276,7 @@ CONFIG: dict[str, Any] = {
         "gpu": GPU,
         "fetch": FETCH,
         "hooks": HOOKS,
+        "singleuser": SINGLEUSER,
     },
     "required": ["version"],
     "additionalProperties": False,

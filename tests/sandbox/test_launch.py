@@ -208,10 +208,12 @@ def test_account_step_runs_even_when_the_deadline_has_passed(sandbox):
 
 
 def test_minimal_init_reports_a_command_it_cannot_exec(sandbox):
+    """Executable for the user (so the check before the drop passes), but not a program."""
     marked(sandbox)
     sandbox.setup.append(HIDE_TINI)
-    result = sandbox.run(["nbinit", "start", "--", "/no/such/server"], env=ALICE)
-    assert result.returncode == 127
+    sandbox.write("/usr/local/bin/broken-server", "not a program\n", mode=0o755)
+    result = sandbox.run(["nbinit", "start", "--", "/usr/local/bin/broken-server"], env=ALICE)
+    assert result.returncode == 126
     assert [line.split("nbinit: ", 1)[1] for line in result.lines("FATAL")] == [
-        "cannot exec /no/such/server: No such file or directory: check the command and PATH"
+        "cannot exec /usr/local/bin/broken-server: Exec format error: check the command and PATH"
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nbinit import doctor
+from nbinit import doctor, singleuser
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_major_mismatch_fix_names_the_range():
 def test_interpreter_of_a_script(tmp_path, first_line, expected):
     script = tmp_path / "jupyterhub-singleuser"
     script.write_text(first_line + "pass\n")
-    assert doctor._interpreter(str(script)) == expected
+    assert singleuser.script_interpreter(str(script)) == expected
 
 
 def test_last_line_prefers_the_exception():

@@ -1,12 +1,15 @@
 """Step `user`: decide who the server runs as; create the user's own account when marked.
 
-Without the marker the server runs as the image's default user (jovyan). With it, as
-root, the account `$JUPYTERHUB_USER` gets NB_UID/NB_GID beside jovyan, and its home. Any
-invalid identity raises NbinitError, which the pipeline makes FATAL in start mode.
+Without the marker the server runs as the image's default user (jovyan), created at start
+as docker-stacks has it (uid 1000, group users 100, /home/jovyan) when the image lacks it.
+With the marker, as root, the account `$JUPYTERHUB_USER` gets NB_UID/NB_GID beside jovyan,
+and its home. Any invalid identity raises NbinitError, which the pipeline makes FATAL in
+start mode.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from typing import Any, Optional
@@ -15,6 +18,11 @@ from nbinit import accounts
 from nbinit.context import MUST_RUN_FLOOR, Context, Identity, StepResult, degraded, ok, skipped
 
 MARKER_TIMEOUT = 5.0
+# The default user as docker-stacks images have it, for images that lack it (NGC, plain).
+DEFAULT_UID = 1000
+DEFAULT_GID = 100
+DEFAULT_GROUP = "users"
+DEFAULT_HOME = "/home/{user}"
 TOOL_TIMEOUT = 10.0
 # docker-stacks' start.sh reads these when it starts as root; handed over from its
 # start-notebook.d hook, nbinit runs before it would, so nbinit answers for them.
@@ -51,25 +59,22 @@ def run(ctx: Context) -> StepResult:
 
 
 def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> StepResult:
-    default = current_identity(settings["default_user"])
-    ctx.user = default
-    who = f"{default.name} (uid {default.uid})" if default else f"uid {os.geteuid()}"
+    ctx.user = current_identity(settings["default_user"])
     name = ctx.env.get("JUPYTERHUB_USER", "")
     if not name:
-        apply_start_sh_options(ctx, policy, marked=False, marker="user.marker")
-        return skipped("user", f"JUPYTERHUB_USER is not set: running as {who}")
+        return _as_default(ctx, settings, policy, "JUPYTERHUB_USER is not set", "user.marker")
     accounts.check_path_segment(name)
     marker = accounts.marker_path(policy.marker, name)
     state, detail = accounts.find_marker(policy.marker, name, _budget(ctx, MARKER_TIMEOUT))
     if state == accounts.MARKER_ABSENT:
-        apply_start_sh_options(ctx, policy, marked=False, marker=marker)
-        return skipped("user", f"no marker {marker}: running as {who}")
+        return _as_default(ctx, settings, policy, f"no marker {marker}", marker)
     if state != accounts.MARKER_PRESENT:
         # Fail closed: a marker we cannot trust selects nothing; the server still starts.
-        ctx.log.warning(f"marker ignored: {detail}; running as {who}")
+        _ensure_default(ctx, settings, policy)
+        ctx.log.warning(f"marker ignored: {detail}; running as {_who(ctx.user)}")
         return degraded("user", f"marker ignored: {detail}")
     if ctx.mode != "start":
-        return _existing_account(ctx, name, policy, who)
+        return _existing_account(ctx, name, policy, _who(ctx.user))
     if not ctx.is_root:
         ctx.log.warning(
             f"running as uid {os.geteuid()}, not root: cannot create {name}'s own account "
@@ -166,6 +171,57 @@ def apply_start_sh_options(
 
 def _budget(ctx: Context, seconds: float) -> float:
     return ctx.deadline.cap(seconds, floor=MUST_RUN_FLOOR)
+
+
+def _as_default(
+    ctx: Context, settings: dict[str, Any], policy: accounts.Policy, why: str, marker: str
+) -> StepResult:
+    """The server runs as the default user: create it first when the image lacks it."""
+    created = _ensure_default(ctx, settings, policy)
+    apply_start_sh_options(ctx, policy, marked=False, marker=marker)
+    if not created:
+        return skipped("user", f"{why}: running as {_who(ctx.user)}")
+    assert ctx.user is not None
+    details = {"uid": ctx.user.uid, "gid": ctx.user.gid, "home": ctx.user.home}
+    return ok("user", f"{why}: running as {_who(ctx.user)}, created at start", **details)
+
+
+def _who(user: Optional[Identity]) -> str:
+    return f"{user.name} (uid {user.uid})" if user else f"uid {os.geteuid()}"
+
+
+def _ensure_default(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> bool:
+    """Create user.default_user as docker-stacks has jovyan, when absent; True if created.
+
+    Only as root at start, by the marker user's rules (the same tools, checks and
+    idempotence: the next start finds the account and its home and changes nothing), except
+    that a uid 1000 held by another account is shared, not refused.
+    """
+    name = settings["default_user"]
+    if ctx.user is not None or not ctx.is_root or ctx.mode != "start":
+        return False
+    if accounts.lookup_user(name) is not None:
+        return False  # there, but uid 0: check_server_identity makes that the FATAL
+    ctx.log.info(
+        f"the default user {name} (user.default_user) is not in this image: creating it "
+        f"(uid {DEFAULT_UID}, group {DEFAULT_GROUP} {DEFAULT_GID})"
+    )
+    own = copy.copy(policy)
+    own.home, own.group, own.extra_groups = DEFAULT_HOME, DEFAULT_GROUP, ()
+    # Ubuntu 24.04 images (NGC's among them) have `ubuntu` at uid 1000. The server runs as
+    # uid 1000 either way (z2jh's default, the home volume's owner): jovyan becomes a second
+    # name for it rather than a FATAL. A marker user's uid is never aliased by default.
+    own.on_uid_taken = "alias"
+    accounts.check_home(accounts.marker_path(own.home, name))  # before /etc changes
+    identity = accounts.ensure_account(
+        name, DEFAULT_UID, DEFAULT_GID, own, ctx.log, _budget(ctx, TOOL_TIMEOUT)
+    )
+    floor = time.monotonic() + MUST_RUN_FLOOR
+    accounts.ensure_home(
+        identity, own, ctx.log, lambda: max(ctx.deadline.remaining(), floor - time.monotonic())
+    )
+    ctx.user = identity
+    return True
 
 
 def _existing_account(ctx: Context, name: str, policy: accounts.Policy, who: str) -> StepResult:

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import NoReturn, Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 from nbinit import __version__
 from nbinit.errors import EXIT_USAGE
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on a usage error; nbinit's contract (and sysexits) says 64."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"nbinit: error: {message}\n")
-        sys.exit(EXIT_USAGE)
+if TYPE_CHECKING:
+    import argparse
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # argparse (with gettext) is imported here, not at the top: `nbinit start` and
+    # `nbinit poststart`, at every pod start, never build the parser.
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        """argparse exits 2 on a usage error; nbinit's contract (and sysexits) says 64."""
+
+        def error(self, message: str) -> NoReturn:
+            self.print_usage(sys.stderr)
+            sys.stderr.write(f"nbinit: error: {message}\n")
+            sys.exit(EXIT_USAGE)
+
     parser = _Parser(
         prog="nbinit",
         description="Startup agent for JupyterHub notebook images.",
@@ -93,6 +98,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from nbinit import commands
 
         return commands.start(parse_start_command(words[1:]))
+    if words == ["poststart"]:  # every pod's postStart hook: the same shortcut
+        from nbinit import commands
+
+        return commands.poststart()
     args = build_parser().parse_args(words)
     from nbinit import commands
 

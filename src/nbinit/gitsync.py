@@ -371,11 +371,18 @@ class GitFailed(Exception):
 
 
 # A reset or an empty reply is usually a blip (a proxy or load balancer dropping one
-# connection): network commands get one quick retry, inside their own time limit. A failed
-# clone leaves its (temporary, empty) target directory, so the retry clones into it again.
+# connection), and HTTP 429/502/503/504 a server busy with a class starting at once: network
+# commands are retried with the config fetch's jittered exponential backoff (so pods that
+# failed together do not come back together), the server's Retry-After as a floor, inside
+# their own time limit. A failed clone leaves its (temporary, empty) target directory, so
+# the retry clones into it again. git 2.39 neither retries nor shows Retry-After: curl's
+# trace (headers only, credentials redacted by git) goes to a private file that is read
+# after a busy answer and deleted.
 RETRIED = ("ls-remote", "fetch", "clone")
 TRANSIENT = ("Empty reply from server", "Connection reset by peer", "Recv failure")
-RETRY_PAUSE = 0.5
+_BUSY = re.compile(r"(?:returned error:|HTTP) (?:429|502|503|504)\b")
+_RETRY_AFTER = re.compile(rb"Recv header: Retry-After: *(\d{1,6})\s", re.IGNORECASE)
+RETRY_ATTEMPTS = 4
 
 
 class Runner:
@@ -392,6 +399,11 @@ class Runner:
         self.options = git_options(policy, hooks_dir, env)
         self.terminal = terminal
         self.secrets = tuple(v for k, v in env.items() if k == "NBINIT_GIT_TOKEN" and v)
+        self.trace_dir = ""  # made on the first network command, removed by close()
+
+    def close(self) -> None:
+        if self.trace_dir:
+            shutil.rmtree(self.trace_dir, ignore_errors=True)
 
     def run(
         self,
@@ -410,24 +422,56 @@ class Runner:
         limit = self.policy.timeout if timeout is None else timeout
         started = time.monotonic()
         try:
-            result = self._run_once(argv, repo, limit, stream)
-            left = limit - (time.monotonic() - started) - RETRY_PAUSE
-            if args[0] in RETRIED and left > 1.0 and self._transient(result):
-                time.sleep(RETRY_PAUSE)
-                result = self._run_once(argv, repo, left, stream)
+            if args[0] not in RETRIED:
+                result = self._run_once(argv, repo, limit, stream)
+            else:
+                result = self._run_retried(argv, repo, limit, stream, started)
         except subprocess.TimeoutExpired:
             raise GitFailed(f"git {args[0]} timed out after {limit:g}s") from None
         if check and result.returncode != 0:
             raise GitFailed(f"git {args[0]} failed: {self.last_line(result)}")
         return result
 
-    def _run_once(
-        self, argv: list[str], repo: Optional[str], limit: float, stream: bool
+    def _run_retried(
+        self, argv: list[str], repo: Optional[str], limit: float, stream: bool, started: float
     ) -> subprocess.CompletedProcess[bytes]:
+        """A network command: retried while transient and there is time; never past limit."""
+        from nbinit.fetch import backoff_seconds
+
+        if not self.trace_dir:
+            self.trace_dir = tempfile.mkdtemp(prefix="nbinit-git-trace-")
+        attempt = 0
+        while True:
+            attempt += 1
+            trace = os.path.join(self.trace_dir, f"{threading.get_ident()}-{attempt}")
+            left = limit - (time.monotonic() - started)
+            try:
+                result = self._run_once(argv, repo, left, stream, trace)
+                if attempt == RETRY_ATTEMPTS or not self._transient(result):
+                    return result
+                wait = backoff_seconds(attempt, self._retry_after(trace))
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(trace)
+            if limit - (time.monotonic() - started) - wait < 1.0:
+                return result  # no time for another try: report this one
+            time.sleep(wait)
+
+    def _run_once(
+        self,
+        argv: list[str],
+        repo: Optional[str],
+        limit: float,
+        stream: bool,
+        trace: str = "",
+    ) -> subprocess.CompletedProcess[bytes]:
+        env = self.env
+        if trace:
+            env = {**env, "GIT_TRACE_CURL": trace, "GIT_TRACE_CURL_NO_DATA": "1"}
         return privilege.run_as_user(
             None,
             argv,
-            env=self.env,
+            env=env,
             timeout=limit,
             cwd=repo or self.env["HOME"],
             capture=not (stream and self.terminal),
@@ -435,8 +479,21 @@ class Runner:
 
     @staticmethod
     def _transient(result: subprocess.CompletedProcess[bytes]) -> bool:
+        if result.returncode == 0:
+            return False
         text = (result.stderr or b"").decode("utf-8", "replace")
-        return result.returncode != 0 and any(sign in text for sign in TRANSIENT)
+        return any(sign in text for sign in TRANSIENT) or _BUSY.search(text) is not None
+
+    @staticmethod
+    def _retry_after(trace: str) -> Optional[float]:
+        """The last Retry-After (in seconds) a server sent in this command, if any."""
+        try:
+            with open(trace, "rb") as handle:
+                text = handle.read(1 << 20)  # headers only: small; bounded all the same
+        except OSError:
+            return None
+        found = _RETRY_AFTER.findall(text)
+        return float(found[-1]) if found else None
 
     def last_line(self, result: subprocess.CompletedProcess[bytes]) -> str:
         text = (result.stderr or b"").decode("utf-8", "replace")
@@ -1205,6 +1262,7 @@ def sync_all(
     finally:
         heartbeats.stop.set()
         progress.finish()
+        runner.close()
         shutil.rmtree(hooks_dir, ignore_errors=True)
     return outcomes
 

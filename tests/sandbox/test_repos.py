@@ -920,3 +920,37 @@ def test_a_connection_reset_once_is_retried_not_reported(box, upstream):
         proxy.stop()
     assert proxy.resets == 1
     assert read(box, "course/a.txt") == BASE
+
+
+def test_a_busy_server_is_retried_after_its_retry_after(box, upstream):
+    """HTTP 503 with Retry-After: 1 twice (a forge busy with a class): the clone waits at
+    least that long before each retry, then lands with no warning."""
+    upstream.repo("course", {"a.txt": BASE})
+    upstream.server.busy[0] = 2
+    configure(box, [{"url": upstream.url("course"), "dest": "course"}])
+    clean_start(box)
+    assert read(box, "course/a.txt") == BASE
+    times = upstream.server.request_times
+    assert len(times) >= 3
+    assert times[1] - times[0] >= 1.0
+    assert times[2] - times[1] >= 1.0
+
+
+def test_a_server_busy_for_longer_than_git_timeout_is_given_up_within_it(box, upstream):
+    """Always 503: the retries stop inside git.timeout, and the server still starts."""
+    upstream.repo("course", {"a.txt": BASE})
+    upstream.server.busy[0] = 1000
+    configure(box, [{"url": upstream.url("course"), "dest": "course"}], git={"timeout": 4})
+    started = time.monotonic()
+    result = start(box)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert [m for m in messages(result, "WARNING") if m.startswith("course: ")] == [
+        "course: git clone failed: unable to access "
+        f"'{upstream.url('course')}/': The requested URL returned error: 503"
+    ]
+    times = upstream.server.request_times
+    assert 2 <= len(times) <= 4  # retried (Retry-After 1 s, then backoff), never past 4 s
+    assert times[-1] - times[0] < 4.0
+    assert elapsed < 4.0 + 5.0  # the start itself (nbinit, worker) on a busy machine
+    assert not home(box, "course").exists()

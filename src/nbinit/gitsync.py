@@ -87,6 +87,7 @@ class Policy:
     min_free_mb: int = 500
     credential_helper: str = ""
     token_hosts: tuple[str, ...] = ()
+    mirror: str = ""
 
     @classmethod
     def from_section(cls, section: Optional[dict[str, Any]]) -> Policy:
@@ -100,6 +101,7 @@ class Policy:
             workers=int(section.get("workers", 4)),
             min_free_mb=int(section.get("min_free_mb", 500)),
             credential_helper=str(section.get("credential_helper", "")),
+            mirror=str(section.get("mirror", "")),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -167,6 +169,32 @@ def _parse(url: str) -> tuple[str, str, str, bool]:
         if scp:
             return "ssh", scp.group("host").lower(), scp.group("path"), False
     return "file", "", url, False
+
+
+def mirror_repo(mirror: str, url: str) -> tuple[str, str]:
+    """(path of url's mirror under the mirror root, '' or why it cannot be used).
+
+    `https://git.example.org/team/tutorials.git` -> `<mirror>/git.example.org/team/tutorials.git`:
+    the layout `git clone --mirror URL <mirror>/<host>/<path>` leaves (a CronJob keeps it
+    fresh with `git remote update`). Only a bare repository's shape is checked here (no
+    process); a mirror that breaks the clone is found by the clone, which then runs alone.
+    """
+    _, host, path, _ = _parse(url)
+    parts = [p for p in path.strip("/").split("/") if p]
+    if not host or not parts or any(p in (".", "..") or p.startswith("-") for p in parts):
+        return "", f"no mirror path for {shown_url(url)}"
+    if not parts[-1].endswith(".git"):
+        parts[-1] += ".git"
+    repo = os.path.join(mirror, host, *parts)
+    if not os.path.isdir(mirror):
+        return repo, "missing (no such directory: is the volume mounted?)"
+    if not os.path.exists(repo):
+        return repo, "missing (no mirror of this repo)"
+    if not (
+        os.path.isfile(os.path.join(repo, "HEAD")) and os.path.isdir(os.path.join(repo, "objects"))
+    ):
+        return repo, "not a bare git repository (corrupt?)"
+    return repo, ""
 
 
 def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
@@ -818,7 +846,7 @@ class RepoSync:
                 args.append(f"--branch={self.plan.branch}")
             if self.git.terminal:
                 args.append("--progress")
-            self.git.run([*args, "--", self.plan.url, tmp], stream=True)
+            mirror_note = self.clone_into(args, tmp)
             # Checked again right before the write that makes the clone visible.
             ensure_inside(self.home, self.path)
             if os.path.lexists(self.path):
@@ -830,8 +858,52 @@ class RepoSync:
             if os.path.lexists(tmp):
                 shutil.rmtree(tmp, ignore_errors=True)
         branch = current_branch(os.path.join(self.path, ".git"))
-        return self.result(
-            "cloned", f"cloned {self.plan.shown} into {self.plan.dest} ({branch or 'detached'})"
+        message = f"cloned {self.plan.shown} into {self.plan.dest} ({branch or 'detached'})"
+        if mirror_note:
+            return self.result("cloned", f"{message}; {mirror_note}", "WARNING")
+        return self.result("cloned", message)
+
+    def clone_into(self, args: list[str], tmp: str) -> str:
+        """Clone into tmp, borrowing from git.mirror when there is one; '' or a mirror note.
+
+        With the mirror the server sends only what the mirror lacks; --dissociate then
+        copies the borrowed objects, so the clone works after the mirror is gone. A mirror
+        that is missing, stale or breaks the clone never fails it: the note (a WARNING)
+        says so, and a broken one is dropped for a clone from the server alone.
+        """
+        source = ["--", self.plan.url, tmp]
+        if not self.policy.mirror:
+            self.git.run([*args, *source], stream=True)
+            return ""
+        mirror, problem = mirror_repo(self.policy.mirror, self.plan.url)
+        fix = "cloned from the server alone; refresh or fix the mirror (git.mirror)"
+        if problem:
+            self.git.run([*args, *source], stream=True)
+            return f"mirror {mirror or self.policy.mirror}: {problem}: {fix}"
+        borrowing = ["--reference-if-able", mirror, "--dissociate"]
+        try:
+            self.git.run([*args, *borrowing, *source], stream=True)
+        except GitFailed as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                os.mkdir(tmp, 0o700)
+            except OSError as error:
+                raise NbinitError(
+                    f"cannot clone again into {tmp}: {error.strerror}", "run sync again"
+                ) from None
+            self.git.run([*args, *source], stream=True)
+            return f"mirror {mirror}: the clone borrowing from it failed ({exc}): {fix}"
+        sha = read_ref(os.path.join(tmp, ".git"), "HEAD")
+        if not sha or self.git.ok(["--git-dir", mirror, "cat-file", "-e", f"{sha}^{{commit}}"]):
+            return ""
+        branch = current_branch(os.path.join(tmp, ".git")) or ""
+        if branch and read_ref(mirror, f"refs/heads/{branch}") == sha:
+            # Its refs name the commit but its objects cannot give it: git fell back on
+            # the server for them.
+            return f"mirror {mirror}: corrupt (cannot read {sha[:10]}, which it lists): {fix}"
+        return (
+            f"mirror {mirror}: stale (lacks upstream's {sha[:10]}): the difference came "
+            "from the server; refresh the mirror more often (git.mirror)"
         )
 
     def check_lock(self) -> None:

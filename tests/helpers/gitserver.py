@@ -129,6 +129,7 @@ class _BackendHandler(http.server.BaseHTTPRequestHandler):
     busy: list[int] = [0]  # answer this many next requests 503 + Retry-After (a busy forge)
     retry_after = "1"
     request_times: list[float] = []  # time.monotonic() of every request, busy ones too
+    bytes_sent: list[int] = [0]  # response bodies from http-backend, in bytes
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
@@ -209,6 +210,7 @@ class _BackendHandler(http.server.BaseHTTPRequestHandler):
                 if not chunk:
                     break
                 self.wfile.write(chunk)
+                self.bytes_sent[0] += len(chunk)
                 if self.throttle:
                     self.wfile.flush()
                     time.sleep(self.throttle)
@@ -251,6 +253,7 @@ class GitHttpServer:
         self.seen_auth: list[str] = []
         self.busy = [0]  # set busy[0] = n: the next n requests get 503 with Retry-After
         self.request_times: list[float] = []
+        self.bytes_sent = [0]  # bytes_sent[0]: what http-backend answered, all requests
         handler = type(
             "Handler",
             (_BackendHandler,),
@@ -262,6 +265,7 @@ class GitHttpServer:
                 "busy": self.busy,
                 "retry_after": retry_after,
                 "request_times": self.request_times,
+                "bytes_sent": self.bytes_sent,
             },
         )
         self.server = _Server(("127.0.0.1", port), handler)

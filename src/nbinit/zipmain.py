@@ -28,27 +28,50 @@ if TYPE_CHECKING:
 
 
 class BytecodeLoader(zipimport.zipimporter):
-    """Runs a module's compiled code; reading sources and package data stays the archive's."""
+    """The archive's own loader for one directory, running compiled code when there is some.
 
-    def __init__(self, archive: str, prefix: str) -> None:
-        super().__init__(archive)
-        self.bytecode_prefix = prefix
+    One per package directory, as zipimport itself makes them, so that everything besides
+    the code (sources for tracebacks, is_package, package data) is answered exactly as
+    without bytecode.
+    """
+
+    def __init__(self, path: str, bytecode_prefix: str) -> None:
+        super().__init__(path)
+        self.bytecode_prefix = bytecode_prefix
 
     def __repr__(self) -> str:  # `python -v` shows where each module came from
         return f'<zipimporter object "{self.archive}/{self.bytecode_prefix}/">'
+
+    def compiled(self, fullname: str) -> tuple[Optional[bytes], bool]:
+        """The module's .pyc entry for this interpreter (or None), and whether a package."""
+        relative = fullname.replace(".", "/")
+        for entry, package in ((f"{relative}/__init__.pyc", True), (f"{relative}.pyc", False)):
+            try:
+                return self.get_data(f"{self.bytecode_prefix}/{entry}"), package
+            except OSError:
+                continue
+        return None, False
+
+    def get_code(self, fullname: str, data: Optional[bytes] = None) -> Any:
+        if data is None:
+            data = self.compiled(fullname)[0]
+        if data is None:
+            return super().get_code(fullname)
+        import _imp
+        import marshal
+
+        # The archive is as trusted as this very file: it is the program.
+        code = marshal.loads(data[16:])  # noqa: S302 - after the 16-byte header
+        # Tracebacks name the source in the archive, where it really is.
+        _imp._fix_co_filename(code, self.get_filename(fullname))  # type: ignore[attr-defined]
+        return code
 
     def create_module(self, spec: Any) -> None:
         return None  # the default module object
 
     def exec_module(self, module: Any) -> None:
-        import _imp
-        import marshal
-
-        spec = module.__spec__
-        # The archive is as trusted as this very file: it is the program.
-        code = marshal.loads(spec.loader_state[16:])  # noqa: S302 - after the 16-byte header
-        # Tracebacks name the source in the archive, where it really is.
-        _imp._fix_co_filename(code, spec.origin)  # type: ignore[attr-defined]
+        data = module.__spec__.loader_state  # read once, by the finder
+        code = self.get_code(module.__name__, data if isinstance(data, bytes) else None)
         exec(code, module.__dict__)  # noqa: S102 - what every import does
 
 
@@ -58,32 +81,31 @@ class BytecodeFinder:
     def __init__(self, archive: str, prefix: str) -> None:
         self.archive = archive
         self.prefix = prefix
-        self.loader = BytecodeLoader(archive, prefix)
+        self.loaders: dict[str, BytecodeLoader] = {"": BytecodeLoader(archive, prefix)}
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Optional[Any]:
+        relative = fullname.replace(".", "/")
+        compiled, package = self.loaders[""].compiled(fullname)
+        if compiled is None:
+            return None
         from importlib.machinery import ModuleSpec
 
-        relative = fullname.replace(".", "/")
-        for compiled, source, package in (
-            (f"{relative}/__init__.pyc", f"{relative}/__init__.py", True),
-            (f"{relative}.pyc", f"{relative}.py", False),
-        ):
-            try:
-                code = self.loader.get_data(f"{self.prefix}/{compiled}")
-            except OSError:
-                continue
-            spec = ModuleSpec(
-                fullname,
-                self.loader,  # type: ignore[arg-type]
-                origin=f"{self.archive}/{source}",
-                is_package=package,
-            )
-            spec.loader_state = code
-            spec.has_location = True
-            if package:
-                spec.submodule_search_locations = [f"{self.archive}/{relative}"]
-            return spec
-        return None
+        parent = relative.rpartition("/")[0]
+        loader = self.loaders.get(parent)
+        if loader is None:
+            loader = self.loaders[parent] = BytecodeLoader(f"{self.archive}/{parent}", self.prefix)
+        source = f"{relative}/__init__.py" if package else f"{relative}.py"
+        spec = ModuleSpec(
+            fullname,
+            loader,  # type: ignore[arg-type]
+            origin=f"{self.archive}/{source}",
+            is_package=package,
+        )
+        spec.has_location = True
+        spec.loader_state = compiled
+        if package:
+            spec.submodule_search_locations = [f"{self.archive}/{relative}"]
+        return spec
 
 
 def use_bytecode(archive: str) -> bool:
@@ -94,7 +116,7 @@ def use_bytecode(archive: str) -> bool:
     prefix = "pyc." + magic.hex()
     try:
         finder = BytecodeFinder(archive, prefix)
-        finder.loader.get_data(f"{prefix}/nbinit/__init__.pyc")
+        finder.loaders[""].get_data(f"{prefix}/nbinit/__init__.pyc")
     except (OSError, zipimport.ZipImportError):
         return False  # not an archive, or no bytecode for this interpreter: sources it is
     # Before the path search (which would find the sources), after builtin and frozen modules.

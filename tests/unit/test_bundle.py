@@ -219,6 +219,16 @@ def test_module_command_runs_a_module_of_the_zipapp(built):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("nbinit ")
+    # A submodule too (the git worker is nbinit.gitsync), from this Python's bytecode.
+    code = code.replace("'nbinit'", "'nbinit.schema'").replace("'--version'", "'config'")
+    result = subprocess.run(
+        ["/usr/bin/python3", "-I", "-S", "-c", code, str(built)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"title": "nbinit config, version 1"' in result.stdout
     assert runtime.module_command("nbinit.gitsync") == [
         sys.executable,
         "-I",

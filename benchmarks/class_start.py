@@ -1,7 +1,7 @@
 """A class starting at once: N concurrent `nbinit start` against one forge and one config server.
 
 Run as root (it uses the test sandbox: one container, N starts in it at the same moment,
-each as jovyan with its own home, each the zipapp as pods run it):
+each as its own user with its own home, each the zipapp as pods run it):
 
     .venv/bin/python benchmarks/class_start.py [--starts 50] [--repos 3] [--mb 1]
 
@@ -88,7 +88,7 @@ def forge_cost(pid: int) -> tuple[float, int]:
 
 
 def script(starts: int, round_name: str, config_url: str) -> str:
-    """N starts launched together as jovyan, each with its own home; then wait for all
+    """N starts launched together, each as its own user in its own home; then wait for all
     background syncs to finish (bounded), so the forge's cost is complete."""
     env = (
         f"NBINIT_CONFIG_URL={shlex.quote(config_url)} NBINIT_BAKED_CONFIG=/nonexistent "
@@ -97,13 +97,16 @@ def script(starts: int, round_name: str, config_url: str) -> str:
     return "\n".join(
         [
             f"R=/var/tmp/{round_name}; rm -rf $R; mkdir -p $R; chmod 777 $R",
+            # One user per pod, as a class has: nbinit syncs into the user's home from passwd.
             f"for i in $(seq {starts}); do",
-            "  h=/home/class/$i; rm -rf $h; mkdir -p $h; chown 1000:100 $h",
+            "  h=/home/class/$i; rm -rf $h; mkdir -p $h; chown $((2000 + i)):100 $h",
+            "  getent passwd class$i >/dev/null || "
+            "useradd --no-log-init -M -u $((2000 + i)) -g 100 -d $h class$i",
             "done",
             f"for i in $(seq {starts}); do",
             "  (h=/home/class/$i",
             "   t0=$(date +%s.%N)",
-            "   setpriv --reuid=1000 --regid=100 --clear-groups env -i PATH=/usr/bin:/bin "
+            "   setpriv --reuid=$((2000 + i)) --regid=100 --clear-groups env -i PATH=/usr/bin:/bin "
             f"HOME=$h NBINIT_STATUS_FILE=$h/status.json NBINIT_STATE_DIR=$h {env} "
             f"/usr/bin/python3 {ZIPAPP} start -- sh -c 'date +%s.%N > $HOME/exec-time' "
             "2> $R/$i.log",

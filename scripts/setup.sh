@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(tini git shellcheck python3-venv iproute2 util-linux)
+# podman and friends run the real-image tests (tests/container): no Docker engine, no
+# registry; crun refuses this kernel's cgroups, so runc; the base image comes from mmdebstrap.
+apt_packages=(tini git shellcheck python3-venv iproute2 util-linux
+  podman buildah mmdebstrap runc uidmap fuse-overlayfs chromium)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
@@ -41,3 +44,8 @@ fi
 # The pinned, hash-checked wheels the one-file nbinit is built from (python3 -m nbinit.bundle);
 # downloaded once, then the bundle and delivery tests build offline.
 .venv/bin/python -m nbinit.bundle --fetch-only --wheels build/bundle-wheels
+
+# The real images the container tests run (tests/helpers/images.py): the base from Debian
+# packages, the pinned wheels from PyPI, once; after that only changed inputs rebuild.
+# Prints the podman run flags it probed; says why and goes on where podman cannot run.
+.venv/bin/python tests/helpers/images.py

@@ -12,8 +12,8 @@ mypy
 # What CI cannot run (no Docker engine) it lints: the test image and every shell shim;
 # and the hub code the z2jh values embed.
 echo "== hadolint, shellcheck" >&2
-hadolint Dockerfile.test
-shellcheck entrypoints/* scripts/*.sh
+hadolint Dockerfile.test tests/images/*/Containerfile tests/images/nbinit.Containerfile
+shellcheck entrypoints/* scripts/*.sh tests/images/ngc/nvidia_entrypoint.sh tests/images/ngc/entrypoint.d/*.sh
 ruff check configs
 echo "== pytest" >&2
 exec pytest -q -ra "$@"

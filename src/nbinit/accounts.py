@@ -12,6 +12,7 @@ import grp
 import os
 import pwd
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -49,6 +50,8 @@ class Policy:
     chown_home: str = "top"
     skeleton: str = "/etc/skel"
     shell: str = "/bin/bash"
+    # extra_groups the baked config (or the defaults) lists: only these may be privileged.
+    baked_groups: tuple[str, ...] = ("users",)
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> Policy:
@@ -88,7 +91,7 @@ def check_path_segment(name: str) -> None:
 def validate_name(name: str, policy: Policy) -> None:
     """POSIX-portable, at most 32 characters, and not one of the image's system accounts."""
     check_path_segment(name)
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # match() would accept a trailing newline
         raise NbinitError(
             f"JUPYTERHUB_USER={_show(name)} is not a valid account name ({NAME_RE.pattern})",
             "map hub names to lower-case POSIX names in the authenticator "
@@ -140,6 +143,106 @@ def read_ids(env: dict[str, str], name: str, policy: Policy) -> tuple[int, int, 
     if not env.get("NB_GID"):
         return uid, uid, True
     return uid, parse_id(env, "NB_GID", policy), False
+
+
+def check_server_identity(identity: Optional[Identity], policy: Policy, default_user: str) -> None:
+    """Whatever any config says, the server never runs as root or outside uid_min..uid_max."""
+    if identity is None:
+        raise NbinitError(
+            f"the default user {default_user} (user.default_user) does not exist in this image "
+            "or is root, and the server never runs as root",
+            "create the user in the image (docker-stacks: jovyan, uid 1000), or set "
+            "user.default_user in the baked /etc/nbinit/config.yaml",
+        )
+    if identity.uid == 0 or identity.gid == 0:
+        raise NbinitError(
+            f"{identity.name} has uid {identity.uid} gid {identity.gid}: the server never runs "
+            "as root",
+            "give the account its own uid and gid in the image",
+        )
+    if not policy.uid_min <= identity.uid <= policy.uid_max:
+        raise NbinitError(
+            f"{identity.name} has uid {identity.uid}, outside user.uid_min..user.uid_max "
+            f"({policy.uid_min}..{policy.uid_max}): the server never runs as a system account",
+            "run the server as an account inside that range (user.default_user, or the hub "
+            "user's own), or widen the range in the baked /etc/nbinit/config.yaml",
+        )
+
+
+# Never a home, nor anything under them: the image's own directories (and /lib*).
+SYSTEM_DIRECTORIES = (
+    "/etc", "/usr", "/var", "/root", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys",
+    "/run", "/opt", "/srv", "/tmp",
+)  # fmt: skip
+
+
+def check_home_path(home: str) -> None:
+    """A home is a plain absolute path two levels down or more, outside the system's
+    directories (also once the image's symlinks, e.g. /home -> /var/home, are resolved)."""
+    why = ""
+    if not home.startswith("/") or home.startswith("//") or os.path.normpath(home) != home:
+        why = "not a plain absolute path"
+    elif home.count("/") < 2:
+        why = "/ or a top-level directory"
+    else:
+        for path in (home, os.path.join(os.path.realpath(os.path.dirname(home)), "x")):
+            top = "/" + path.split("/")[1]
+            if top in SYSTEM_DIRECTORIES or top.startswith("/lib"):
+                why = f"under the system directory {top}"
+                break
+    if why:
+        raise NbinitError(
+            f"home {_show(home)} (user.home) is {why}: a home is never / or a system directory",
+            "set user.home to a directory under a home root such as /home/{user}",
+        )
+
+
+def check_home_owner(home: str, uid: int, policy: Policy) -> None:
+    """Root re-owns only a home the user already owns, or a root-owned volume: a mount
+    point, or a directory the runtime made for volumes mounted in it (nothing else inside).
+    Never another account's directory, nor one of the image's."""
+    try:
+        info = os.lstat(home)
+    except FileNotFoundError:
+        return
+    if info.st_uid == uid or policy.chown_home == "never" or not stat.S_ISDIR(info.st_mode):
+        return
+    if info.st_uid == 0:
+        mounts = mount_points()
+        if home in mounts or os.path.ismount(home) or _only_mount_points_in(home, mounts):
+            return
+    raise NbinitError(
+        f"home {home} exists, belongs to uid {info.st_uid} and is not a volume mounted there: "
+        "nbinit never takes over a directory it did not create",
+        f"remove it or give it to uid {uid} in the image, mount the user's volume at {home}, "
+        "or set user.home to another path",
+    )
+
+
+def _only_mount_points_in(directory: str, mounts: set[str]) -> bool:
+    try:
+        with os.scandir(directory) as entries:
+            return all(entry.path in mounts for _, entry in zip(range(1000), entries))
+    except OSError:
+        return False
+
+
+def mount_points() -> set[str]:
+    """Every mount point of this mount namespace (bind mounts of one file system included,
+    which os.path.ismount misses)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+            return {
+                _unescape_mount(fields[4])
+                for fields in (line.split(" ") for line in handle)
+                if len(fields) > 4
+            }
+    except OSError:
+        return set()
+
+
+def _unescape_mount(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 # -- the marker ---------------------------------------------------------------------------
@@ -329,12 +432,23 @@ def ensure_account(
         )
 
     group = ensure_group(name, gid, policy, log, timeout)
-    extra = []
+    extra, refused = [], []
     for extra_group in policy.extra_groups:
-        if lookup_group(extra_group) is None:
+        entry = lookup_group(extra_group)
+        if entry is None:
             log.warning(f"group {extra_group} (user.extra_groups) does not exist: not added")
+        elif entry.gr_gid == 0 or (
+            is_privileged_group(entry, policy) and extra_group not in policy.baked_groups
+        ):
+            refused.append(f"{extra_group} (gid {entry.gr_gid})")
         else:
             extra.append(extra_group)
+    if refused:
+        log.warning(
+            f"user.extra_groups: {', '.join(refused)} not added: a system group (below "
+            f"user.uid_min {policy.uid_min}) is granted only when the baked "
+            "/etc/nbinit/config.yaml lists it"
+        )
     _run_tool(useradd_argv(name, uid, gid, home, policy.shell, extra, alias), timeout)
     created = lookup_user(name)
     if created is None or (created.pw_uid, created.pw_gid, created.pw_dir) != (uid, gid, home):
@@ -345,6 +459,11 @@ def ensure_account(
     joined = f", groups {','.join(extra)}" if extra else ""
     log.info(f"created user {name} (uid {uid}, gid {gid} {group}{joined}, home {home})")
     return _identity(created, home)
+
+
+def is_privileged_group(entry: grp.struct_group, policy: Policy) -> bool:
+    """gid 0 (never granted), or a system group (shadow, disk, sudo...) other than `users`."""
+    return entry.gr_gid == 0 or (entry.gr_gid < policy.uid_min and entry.gr_name != "users")
 
 
 def _identity(entry: pwd.struct_passwd, home: str) -> Identity:
@@ -438,14 +557,23 @@ def ensure_home(
             log.info(f"home {home} exists: owner changed from {owner} to {wanted}, contents kept")
         if policy.chown_home == "recursive":
             try:
-                changed, complete = privilege.chown_tree(fd, identity.uid, identity.gid, time_left)
+                changed, complete, linked = privilege.chown_tree(
+                    fd, identity.uid, identity.gid, time_left
+                )
             except OSError as exc:
                 log.warning(f"home {home}: recursive chown stopped: {exc.strerror}; continuing")
                 return
+            left = []
             if not complete:
+                left.append("it stopped at the deadline, the rest keeps its owner")
+            if linked:
+                # A hard link to a file outside the home (root's, another user's) would be
+                # re-owned with it: such files are never touched.
+                left.append(f"{linked} files with more than one hard link were left as they are")
+            if left:
                 log.warning(
-                    f"home {home}: recursive chown stopped at the deadline after {changed} "
-                    "entries; set user.chown_home: top, or raise the deadline"
+                    f"home {home}: recursive chown changed {changed} entries to {wanted}; "
+                    f"{'; '.join(left)}; fix those by hand, or set user.chown_home: top"
                 )
             elif changed:
                 log.info(f"home {home}: {changed} entries inside changed to {wanted}")
@@ -475,21 +603,46 @@ def _warn_chown(log: Log, home: str, owner: str, wanted: str, exc: OSError) -> N
 def create_home(
     identity: Identity, policy: Policy, log: Log, time_left: Callable[[], float]
 ) -> None:
-    """mkdir as root-only, fill from the skeleton by copy, then hand the top over."""
+    """Build the home beside its final path, root-only, from the skeleton; then rename it in.
+
+    A start killed mid-copy leaves only the root-only build directory, which the next start
+    removes: the home itself never exists half-copied with root-owned files in it.
+    """
     home = identity.home
     parent = os.path.dirname(home.rstrip("/")) or "/"
-    _check_parent(home)
+    _check_parent(home)  # root-owned, writable by root only: nobody else can touch `build`
+    build = os.path.join(parent, f".{os.path.basename(home)}.nbinit-new")
+    if os.path.lexists(build):
+        shutil.rmtree(build)  # fd-based: never follows a link inside
+        log.info(f"removed {build}, a home left unfinished by an interrupted start")
     try:
-        os.mkdir(home, 0o700)  # private until it is filled and handed over
+        os.mkdir(build, 0o700)  # private until it is filled and handed over
     except OSError as exc:
         raise NbinitError(
             f"cannot create home {home}: {exc.strerror}",
             f"mount a writable volume at {home}, or make {parent} writable in the image",
         ) from None
-    fd = _open_home(home)
+    try:
+        source = _fill_home(build, identity, policy, log, time_left)
+        if os.path.lexists(home):
+            raise NbinitError(f"home {home} appeared while it was being built", "start again")
+        os.rename(build, home)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    log.info(f"created home {home} {source}, owner {identity.uid}:{identity.gid}")
+
+
+def _fill_home(
+    build: str, identity: Identity, policy: Policy, log: Log, time_left: Callable[[], float]
+) -> str:
+    """Copy the skeleton into build and hand it over; returns what the home was made from."""
+    home = identity.home
+    fd = _open_home(build)
     try:
         skeleton = policy.skeleton
-        if skeleton and os.path.isdir(skeleton):
+        problem = skeleton_problem(skeleton) if skeleton else ""
+        if skeleton and not problem:
             try:
                 copied, complete = privilege.copy_tree(
                     skeleton, fd, identity.uid, identity.gid, time_left
@@ -503,12 +656,35 @@ def create_home(
         else:
             source = "empty"
             if skeleton:
-                log.warning(f"skeleton {skeleton} (user.skeleton) is not a directory: home empty")
+                log.warning(f"skeleton {skeleton} (user.skeleton) {problem}: home empty")
         os.fchmod(fd, HOME_MODE)
         privilege.chown_fd(fd, identity.uid, identity.gid)
     finally:
         os.close(fd)
-    log.info(f"created home {home} {source}, owner {identity.uid}:{identity.gid}")
+    return source
+
+
+def skeleton_problem(path: str) -> str:
+    """'' when path can be copied into a home, else why not (never a link; root-owned and
+    readable by everyone, so nothing is copied that the user could not read anyway)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return "is not a directory"
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    if not privilege.is_public_image_entry(info):
+        return "is not a root-owned directory readable by everyone and writable by root only"
+    # The copy walks by path: every directory above must be root's alone (nobody can swap
+    # a link in) and open to everyone (a 0700 /root/skel is nothing the user could read).
+    current = os.path.realpath(os.path.dirname(path))
+    while True:
+        above = os.stat(current)
+        if above.st_uid != 0 or above.st_mode & 0o022 or not above.st_mode & 0o001:
+            return f"is under {current}, which is not root's alone or not open to everyone"
+        if current == "/":
+            return ""
+        current = os.path.dirname(current)
 
 
 def _show(value: str) -> str:

@@ -73,7 +73,8 @@ TREE: tuple[tuple[str, str, int], ...] = (
 )
 
 DEFAULT_WHEELS = Path("build/bundle-wheels")
-SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout, for entrypoints/
+# The shell shims, shipped as package data (in a checkout, a link to entrypoints/).
+SHIMS = Path(__file__).resolve().parent / "shims"
 
 
 class BundleError(Exception):
@@ -283,7 +284,7 @@ def write_file(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def write_tree(root: Path, zipapp: bytes, shims: Path = SOURCE_ROOT / "entrypoints") -> list[Path]:
+def write_tree(root: Path, zipapp: bytes, shims: Path = SHIMS) -> list[Path]:
     """Lay out the tree that `COPY ROOT/ /` brings into an image; returns the files written."""
     written = []
     for relative, source, mode in TREE:
@@ -295,7 +296,7 @@ def write_tree(root: Path, zipapp: bytes, shims: Path = SOURCE_ROOT / "entrypoin
             except OSError as exc:
                 raise BundleError(
                     f"cannot read the shim {shims / source}: {exc.strerror}: "
-                    "build the tree from a checkout of nbinit"
+                    "reinstall nbinit (the shims are its package data)"
                 ) from None
         target = root / relative
         write_file(target, data, mode)

@@ -11,7 +11,7 @@ from typing import Optional
 from nbinit import pipeline, status
 from nbinit.context import Context, Deadline
 from nbinit.errors import EXIT_DEGRADED, EXIT_FATAL, EXIT_OK, NbinitError
-from nbinit.log import Log
+from nbinit.log import Log, escape
 
 DEFAULT_DEADLINE = 20.0
 
@@ -143,7 +143,7 @@ def config_validate(target: str, dotfile: bool) -> int:
         return EXIT_FATAL
     for warning in warnings:
         log.warning(warning)
-    sys.stdout.write(f"{shown}: valid{' with warnings' if warnings else ''}\n")
+    sys.stdout.write(escape(f"{shown}: valid{' with warnings' if warnings else ''}") + "\n")
     return EXIT_DEGRADED if warnings else EXIT_OK
 
 
@@ -159,7 +159,14 @@ def config_show() -> int:
     sys.stdout.write("# effective nbinit config\n" + shown)
     sys.stdout.write("# where each part came from:\n")
     for key in sorted(ctx.sources):
-        sys.stdout.write(f"#   {key}: {ctx.sources[key]}\n")
+        sys.stdout.write(escape(f"#   {key}: {ctx.sources[key]}") + "\n")
+    ignored = result.details.get("ignored") or {}
+    if ignored:
+        sys.stdout.write(
+            "# ignored (neither https:// nor pinned: only the baked config may set these):\n"
+        )
+        for key in sorted(ignored):
+            sys.stdout.write(escape(f"#   {key}: {ignored[key]}") + "\n")
     return EXIT_DEGRADED if result.outcome != "ok" else EXIT_OK
 
 

@@ -159,6 +159,15 @@ def _yaml11_hint(value: Any) -> str:
     return ""
 
 
+def _pattern_matches(pattern: str, value: str) -> bool:
+    """JSON Schema's (ECMA) reading: `$` is the end of the string, not before a final newline.
+
+    Python's `$` also matches before a trailing "\n", so `alice\n` would pass `^[a-z]+$`.
+    """
+    found = re.search(pattern, value)
+    return found is not None and (not pattern.endswith("$") or found.end() == len(value))
+
+
 def validate(value: Any, rules: dict[str, Any], path: str = "") -> tuple[list[str], list[str]]:
     """Check value against a schema; errors and warnings each name the key path."""
     errors: list[str] = []
@@ -193,7 +202,7 @@ def validate(value: Any, rules: dict[str, Any], path: str = "") -> tuple[list[st
     elif kind == "string":
         if len(value) < rules.get("minLength", 0):
             expected("a non-empty string")
-        elif "pattern" in rules and not re.search(rules["pattern"], value):
+        elif "pattern" in rules and not _pattern_matches(rules["pattern"], value):
             expected(f"a string matching {rules['pattern']}")
     elif kind == "array":
         if len(value) > rules.get("maxItems", len(value)):

@@ -140,6 +140,8 @@ class Context:
         self.config: dict[str, Any] = {}
         # Where each top-level config key came from: "defaults", a file path or a URL.
         self.sources: dict[str, str] = {}
+        # The image's baked layer as read: what only the image may grant (system groups).
+        self.baked: dict[str, Any] = {}
         self.is_root = os.geteuid() == 0
         self.user: Optional[Identity] = None
         self.results: list[StepResult] = []

@@ -78,6 +78,54 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}{query}"
 
 
+# Query parameters that carry credentials: API tokens, S3/GCS/Azure signed URLs, codes.
+_SECRET_PARAMETER = re.compile(
+    r"(?i)token|key|secret|passw|pwd|sig|credential|auth|session|code|jwt|bearer|private"
+)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials a URL carries (user:password@, token-like query values), raw and
+    percent-decoded: the log redacts each wherever it appears."""
+    from urllib.parse import unquote, urlsplit
+
+    if "://" not in url:
+        return []
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    userinfo = parts.netloc.rpartition("@")[0]
+    # user:password@ -> the password; a lone user@ is a token (https://TOKEN@host/...).
+    found = [userinfo.split(":", 1)[-1]] if userinfo else []
+    for item in parts.query.split("&"):
+        key, _, value = item.partition("=")
+        if value and _SECRET_PARAMETER.search(unquote(key)):
+            found.append(value)
+    return sorted({v for raw in found for v in (raw, unquote(raw)) if len(v) >= 4})
+
+
+def public_url(url: str) -> str:
+    """NBINIT_CONFIG_URL as the server and hooks may see it: no user:password@, and no
+    token-like query parameter (other parameters and the path kept, so it still works
+    where no credential is needed)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    netloc = parts.netloc.rpartition("@")[2]
+    query = "&".join(
+        item
+        for item in parts.query.split("&")
+        if item and not _SECRET_PARAMETER.search(item.partition("=")[0])
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
 def _origin(url: str) -> tuple[str, str, int]:
     from urllib.parse import urlsplit
 
@@ -159,13 +207,13 @@ def fetch_config(
         log.add_secret(token)
     try:
         parts = urlsplit(url)
-        password, _ = parts.password, parts.port  # .port raises on a bad port
+        _ = parts.port  # raises on a bad port
     except ValueError as exc:
         raise NbinitError(f"{shown}: not a valid URL ({exc})", FIX_URL) from None
     if not parts.hostname:
         raise NbinitError(f"{shown}: no host in the URL", FIX_URL)
-    if password:
-        log.add_secret(password)
+    for secret in url_secrets(url):
+        log.add_secret(secret)
     if timeout <= 0:
         raise NbinitError(f"{shown}: no time left before the deadline", "raise NBINIT_DEADLINE")
     started = time.monotonic()

@@ -249,7 +249,7 @@ def check_url(url: str, policy: Policy, user_declared: bool) -> None:
 
 def check_branch(branch: str) -> None:
     if (
-        not _BRANCH.match(branch)
+        not _BRANCH.fullmatch(branch)  # `$` alone would accept a trailing newline
         or branch.startswith(("-", "/", "."))
         or branch.endswith(("/", ".", ".lock"))
         or ".." in branch
@@ -423,7 +423,11 @@ class Runner:
             # Root never runs git in a user's home: see R-ARCH-1 in the research notes.
             raise NbinitError("refusing to run git as root", "run sync as the notebook user")
         self.policy = policy
-        self.env = env
+        # A git without a repo (ls-remote, clone) runs in the empty hooks directory and
+        # never looks above it: a ~/.git/config (url.*.insteadOf, core.sshCommand) in the
+        # home, or a repo around the target, is never read.
+        self.empty_dir = hooks_dir
+        self.env = {**env, "GIT_CEILING_DIRECTORIES": os.path.dirname(hooks_dir)}
         self.options = git_options(policy, hooks_dir, env)
         self.terminal = terminal
         self.secrets = tuple(v for k, v in env.items() if k == "NBINIT_GIT_TOKEN" and v)
@@ -501,7 +505,7 @@ class Runner:
             argv,
             env=env,
             timeout=limit,
-            cwd=repo or self.env["HOME"],
+            cwd=repo or self.empty_dir,
             capture=not (stream and self.terminal),
         )
 

@@ -114,6 +114,12 @@ def exec_server(ctx: Context) -> None:
     nbinit not PID 1: an init is already there (tini -g -- nbinit), exec CMD. PID 1 with
     tini: exec `tini -g -- CMD`. PID 1 without tini: stay as a minimal init.
     """
+    if ctx.user is None and os.geteuid() == 0:
+        # The user step decides who the server runs as, or fails the start: never root.
+        raise NbinitError(
+            "refusing to run the server as root: no user was decided",
+            "report this as a bug in nbinit",
+        )
     env = server_environment(ctx)
     cwd = ctx.user.home if ctx.user else None
     pid1 = os.getpid() == 1

@@ -20,6 +20,38 @@ _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@"
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"']+")
 
 
+# C0 and C1 controls, DEL, the Unicode line/paragraph separators and the bidi overrides:
+# text from users, git servers and configs must not move a terminal's cursor, ring its
+# bell, rewrite a line (CR) or start a forged `LEVEL[...] nbinit:` line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def escape(text: str) -> str:
+    """Every control character as a visible escape (ESC -> \\x1b): one line, nothing hidden."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def clean(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Text as nbinit writes it anywhere (log, status file, terminal): redacted, escaped."""
+    return escape(redact(text, secrets))
+
+
+def clean_tree(value: Any, secrets: tuple[str, ...] = ()) -> Any:
+    """clean() on every string in JSON-like data (keys included), whatever its shape."""
+    if isinstance(value, str):
+        return clean(value, secrets)
+    if isinstance(value, dict):
+        return {clean_tree(k, secrets): clean_tree(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_tree(item, secrets) for item in value]
+    return value
+
+
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     """Remove URL credentials, bearer tokens and every known secret value from text."""
     text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
@@ -57,6 +89,11 @@ class Log:
         secrets = tuple(
             value for key, value in env.items() if key == "NBINIT_CONFIG_TOKEN" and value
         )
+        url = env.get("NBINIT_CONFIG_URL", "")
+        if "@" in url or "?" in url:  # known from the first line, whatever fails first
+            from nbinit.fetch import url_secrets
+
+            secrets += tuple(url_secrets(url))
         log = cls(fmt=fmt if fmt in ("text", "json") else "text", secrets=secrets)
         log.debug_enabled = env.get("NBINIT_DEBUG", "") not in ("", "0")
         if fmt not in ("text", "json"):
@@ -70,7 +107,8 @@ class Log:
     def emit(self, level: str, message: str, **fields: Any) -> None:
         if level == "DEBUG" and not self.debug_enabled:
             return
-        message = redact(" ".join(message.splitlines()), self.secrets)
+        # The one place every log line passes: no call site can forget to escape.
+        message = clean(" ".join(message.splitlines()), self.secrets)
         if level == "WARNING":
             self.warnings.append(message)
         elif level in ("ERROR", "FATAL"):
@@ -86,7 +124,7 @@ class Log:
             }
             if self.step:
                 record["step"] = self.step
-            record.update(fields)
+            record.update(clean_tree(fields, self.secrets))
             line = redact(json.dumps(record, default=str), self.secrets)
         else:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))

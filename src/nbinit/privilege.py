@@ -60,6 +60,11 @@ def user_environment(
 ) -> dict[str, str]:
     """The server's environment: the pod's, with the user's identity and no secrets."""
     env = {k: v for k, v in base.items() if k not in SECRET_VARIABLES and k not in remove}
+    if env.get("NBINIT_CONFIG_URL"):
+        from nbinit.fetch import public_url  # only when there is a URL to clean
+
+        # user:password@ or ?token= in the admin config's URL is the admin's, not the user's.
+        env["NBINIT_CONFIG_URL"] = public_url(env["NBINIT_CONFIG_URL"])
     if identity is not None:
         env.update(
             HOME=identity.home,
@@ -260,19 +265,23 @@ def chown_fd(fd: int, uid: int, gid: int) -> None:
     os.fchown(fd, uid, gid)
 
 
-def chown_tree(top_fd: int, uid: int, gid: int, time_left: Callable[[], float]) -> tuple[int, bool]:
-    """Recursive chown inside an opened directory: (entries changed, finished in time).
+def chown_tree(
+    top_fd: int, uid: int, gid: int, time_left: Callable[[], float]
+) -> tuple[int, bool, int]:
+    """Recursive chown inside an opened directory: (entries changed, finished in time,
+    files left because they have more than one hard link).
 
     fwalk opens every directory without following symlinks and chown acts on names
     relative to those fds with follow_symlinks=False, so a symlink the user swaps in is
-    re-owned itself, never its target. It stays on the home's file system.
+    re-owned itself, never its target. It stays on the home's file system, and never
+    re-owns a file with several hard links: the user may have linked /etc/shadow in.
     """
     device = os.fstat(top_fd).st_dev
-    changed = 0
+    changed = linked = 0
     walk = os.fwalk(".", dir_fd=top_fd, follow_symlinks=False)
     for _dirpath, dirnames, filenames, dir_fd in walk:
         if time_left() <= 0:
-            return changed, False
+            return changed, False, linked
         for name in list(dirnames) + filenames:
             try:
                 info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -282,11 +291,27 @@ def chown_tree(top_fd: int, uid: int, gid: int, time_left: Callable[[], float]) 
                 if name in dirnames:
                     dirnames.remove(name)  # a mount inside the home: not ours to re-own
                 continue
-            if (info.st_uid, info.st_gid) != (uid, gid):
-                with contextlib.suppress(FileNotFoundError):
-                    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
-                    changed += 1
-    return changed, True
+            if (info.st_uid, info.st_gid) == (uid, gid):
+                continue
+            if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
+                linked += 1
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+                changed += 1
+    return changed, True, linked
+
+
+def is_public_image_entry(info: os.stat_result) -> bool:
+    """Root's and readable by everyone: a regular file (o+r) or a directory (o+rx, writable
+    by root alone, so nobody else can swap what is in it). Never a link, device or fifo."""
+    if info.st_uid != 0:
+        return False
+    if stat.S_ISREG(info.st_mode):
+        return bool(info.st_mode & 0o004)
+    if stat.S_ISDIR(info.st_mode):
+        return info.st_mode & 0o005 == 0o005 and not info.st_mode & 0o022
+    return False
 
 
 def copy_tree(
@@ -294,10 +319,11 @@ def copy_tree(
 ) -> tuple[int, bool]:
     """Copy the image's skeleton into an empty root-only directory, owned by uid:gid.
 
-    The source is the image's (trusted); the destination is reached only through fds of
-    directories created here, so nothing the user can touch is followed. Special files and
-    other file systems (a volume mounted inside the skeleton) are skipped; nothing is
-    moved or deleted. Returns (entries copied, finished in time).
+    Only what the user could read anyway is copied (is_public_image_entry): a root-only
+    file, a link (to /etc/shadow, say) or a user's file in the skeleton is skipped. The
+    destination is reached only through fds of directories created here. Other file
+    systems (a volume mounted inside the skeleton) are skipped; nothing is moved or
+    deleted. Returns (entries copied, finished in time).
     """
     device = os.stat(source).st_dev
     copied = 0
@@ -307,12 +333,9 @@ def copy_tree(
                 return copied, False
             info = entry.stat(follow_symlinks=False)
             mode = stat.S_IMODE(info.st_mode) & 0o777  # never copy setuid/setgid bits
-            if info.st_dev != device:
+            if info.st_dev != device or not is_public_image_entry(info):
                 continue
-            if stat.S_ISLNK(info.st_mode):
-                os.symlink(os.readlink(entry.path), entry.name, dir_fd=dest_fd)
-                os.chown(entry.name, uid, gid, dir_fd=dest_fd, follow_symlinks=False)
-            elif stat.S_ISDIR(info.st_mode):
+            if stat.S_ISDIR(info.st_mode):
                 os.mkdir(entry.name, 0o700, dir_fd=dest_fd)
                 sub = open_directory_nofollow(entry.name, dir_fd=dest_fd)
                 try:
@@ -324,19 +347,21 @@ def copy_tree(
                     os.close(sub)
                 if not complete:
                     return copied, False
-            elif stat.S_ISREG(info.st_mode):
-                _copy_file(entry.path, entry.name, dest_fd, uid, gid, mode, info)
-            else:
-                continue  # sockets, fifos, devices: opening a fifo would block
+            elif not _copy_file(entry.path, entry.name, dest_fd, uid, gid, mode, info):
+                continue
             copied += 1
     return copied, True
 
 
 def _copy_file(
     path: str, name: str, dest_fd: int, uid: int, gid: int, mode: int, info: os.stat_result
-) -> None:
-    source = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+) -> bool:
+    """Copy one file; False (nothing written) when what was opened is not what was checked."""
+    source = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
+        opened = os.fstat(source)
+        if not is_public_image_entry(opened) or not stat.S_ISREG(opened.st_mode):
+            return False
         target = os.open(
             name,
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -353,6 +378,7 @@ def _copy_file(
             os.close(target)
     finally:
         os.close(source)
+    return True
 
 
 def write_file_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:

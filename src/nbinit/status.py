@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from nbinit import privilege
 from nbinit.context import DEGRADED, FAILED, OK, Context
+from nbinit.log import clean_tree, escape
 
 ROOT_STATUS_DIR = "/run/nbinit"
 STATUS_NAME = "status.json"
@@ -84,7 +85,10 @@ def write_status(ctx: Context, finished: bool = False) -> None:
     try:
         # Never fsync'd: the file describes this start only, and a crash or power cut ends
         # the pod anyway; an fsync at exec measured 0-20 ms of jitter on the test machine.
-        write_json_atomic(ctx.status_path, build_status(ctx, finished), durable=False)
+        # Step reasons and details carry text from users, git servers and configs: the one
+        # place they pass on the way to the file is here.
+        data = clean_tree(build_status(ctx, finished), ctx.log.secrets)
+        write_json_atomic(ctx.status_path, data, durable=False)
     except OSError as exc:
         path, ctx.status_path = ctx.status_path, ""  # warn once, not after every step
         ctx.log.warning(f"cannot write status file {path}: {exc.strerror or exc}")
@@ -123,7 +127,14 @@ def attach_repos_progress(data: dict[str, Any]) -> None:
 
 
 def format_table(data: dict[str, Any]) -> str:
-    """The status as a table a person reads in a terminal."""
+    """The status as a table a person reads in a terminal, every control character escaped.
+
+    The file may be the user's own (~/.cache/nbinit), and the repo progress always is.
+    """
+    return "\n".join(escape(line) for line in _table_lines(data))
+
+
+def _table_lines(data: dict[str, Any]) -> list[str]:
     lines = [
         f"nbinit {data.get('version', '?')} {data.get('mode', '?')}: {data.get('outcome', '?')}"
         + ("" if data.get("finished") else " (in progress)"),
@@ -145,4 +156,4 @@ def format_table(data: dict[str, Any]) -> str:
             if isinstance(repo, dict):
                 done = repo.get("outcome") and f", {repo['outcome']}: {repo.get('message')}"
                 lines.append(f"  {repo.get('dest')}: {repo.get('state')}{done or ''}")
-    return "\n".join(lines)
+    return lines

@@ -20,8 +20,6 @@ from helpers.sandbox import Sandbox  # noqa: E402
 
 ADMIN_CONFIG = """version: 1
 deadline: 15
-user:
-  marker: /s/{{user}}/jupyterhub
 git:
   allowed_schemes: [http]   # loopback demo server; real deployments use https or ssh
 repos:

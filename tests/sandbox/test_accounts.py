@@ -203,17 +203,18 @@ def test_data_bind_mounted_under_home_left_intact(sandbox, tmp_path):
 
 
 def test_existing_home_kept_and_only_top_reowned(sandbox):
+    """A root-owned volume mounted at the home (a fresh PVC) is handed over at its top."""
     sandbox.add_jovyan()
     sandbox.mkdir("/s/alice/jupyterhub")
-    sandbox.mkdir("/home/alice", mode=0o750)
-    sandbox.write("/home/alice/notes.ipynb", "{}", uid=0, gid=0)
-    sandbox.symlink("/home/alice/evil", "/etc/shadow")
-    result = sandbox.run(["nbinit", "start", "--", "id", "-u"], env=ALICE)
+    sandbox.setup.append(
+        "mkdir -p $R/home/alice && mount -t tmpfs -o mode=750 tmpfs $R/home/alice && "
+        "echo '{}' > $R/home/alice/notes.ipynb && ln -s /etc/shadow $R/home/alice/evil"
+    )
+    script = "id -u; stat -c '%u:%g %a' /home/alice /home/alice/notes.ipynb"
+    result = sandbox.run(["nbinit", "start", "--", "sh", "-c", script], env=ALICE)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "4321\n"
-    assert owner(sandbox, "/home/alice") == (4321, 4321)
-    assert owner(sandbox, "/home/alice/notes.ipynb") == (0, 0)  # never recursive by default
-    assert not sandbox.host_view("/home/alice/.bashrc").exists()  # no skeleton into a volume
+    # The top changed, the contents kept their owner: never recursive by default.
+    assert result.stdout == "4321\n4321:4321 750\n0:0 644\n"
     assert owner(sandbox, "/etc/shadow")[0] == 0
     assert any(
         "home /home/alice exists: owner changed from 0:0 to 4321:4321, contents kept" in x
@@ -226,7 +227,7 @@ def test_recursive_chown_never_follows_planted_symlinks(sandbox):
     sandbox.add_jovyan()
     sandbox.mkdir("/s/alice/jupyterhub")
     baked(sandbox, "user:\n  chown_home: recursive\n")
-    sandbox.mkdir("/home/alice")
+    sandbox.mkdir("/home/alice", uid=4321, gid=4321)  # the user's already: contents fixed
     sandbox.mkdir("/home/alice/work")
     sandbox.write("/home/alice/work/a.py", "x = 1\n")
     sandbox.symlink("/home/alice/work/passwd", "/etc/passwd")
@@ -551,36 +552,72 @@ def test_account_helpers_are_not_importing_network_libraries():
     assert out.stdout.strip() == "[]"
 
 
-def test_home_from_jovyans_files_copies_only_what_is_safe(sandbox, tmp_path):
-    """A skeleton's links are copied as links, fifos and mounted volumes are skipped."""
-    data = tmp_path / "jovyan-data"
+def test_skeleton_copies_only_what_the_user_could_read_anyway(sandbox, tmp_path):
+    """Root-owned, world-readable files and dirs only: no link, fifo, volume, root-only or
+    user-owned file, and no setuid bit."""
+    data = tmp_path / "skel-data"
     data.mkdir()
-    (data / "big.h5").write_text("jovyan's data\n")
+    (data / "big.h5").write_text("a volume's data\n")
     sandbox.add_jovyan()
     sandbox.mkdir("/s/alice/jupyterhub")
-    baked(sandbox, "user:\n  skeleton: /home/jovyan\n")
-    sandbox.mkdir("/home/jovyan/.jupyter", uid=1000, gid=100)
-    sandbox.write("/home/jovyan/.jupyter/jupyter_server_config.py", "c = 1\n", uid=1000, gid=100)
-    sandbox.write("/home/jovyan/tool", "#!/bin/sh\n", mode=0o4755, uid=0, gid=0)
-    sandbox.symlink("/home/jovyan/secrets", "/etc/shadow", uid=1000, gid=100)
+    baked(sandbox, "user:\n  skeleton: /opt/skel\n")
+    sandbox.mkdir("/opt/skel/.jupyter")
+    sandbox.write("/opt/skel/.jupyter/jupyter_server_config.py", "c = 1\n")
+    sandbox.write("/opt/skel/tool", "#!/bin/sh\n", mode=0o4755)
+    sandbox.write("/opt/skel/root-only", "secret\n", mode=0o600)
+    sandbox.write("/opt/skel/jovyans", "planted\n", mode=0o644, uid=1000, gid=100)
+    sandbox.mkdir("/opt/skel/private", mode=0o700)
+    sandbox.write("/opt/skel/private/key", "k\n", mode=0o644)
+    sandbox.mkdir("/opt/skel/open", mode=0o777)
+    sandbox.symlink("/opt/skel/secrets", "/etc/shadow")
     sandbox.setup.append(
-        "mkfifo $R/home/jovyan/pipe; mkdir -p $R/home/jovyan/data && "
-        f"mount --bind {data} $R/home/jovyan/data"
+        "mkfifo $R/opt/skel/pipe; mkdir -p $R/opt/skel/data && "
+        f"mount --bind {data} $R/opt/skel/data"
     )
     result = sandbox.run(["nbinit", "start", "--", "ls", "-A", "/home/alice"], env=ALICE)
     assert result.returncode == 0, result.stderr
-    listed = result.stdout.split()
-    assert {".jupyter", "tool", "secrets"} <= set(listed)
-    assert "pipe" not in listed and "data" not in listed
+    assert sorted(result.stdout.split()) == [".jupyter", "tool"]
     home = sandbox.host_view("/home/alice")
     assert (home / ".jupyter" / "jupyter_server_config.py").read_text() == "c = 1\n"
     assert owner(sandbox, "/home/alice/.jupyter/jupyter_server_config.py") == (4321, 4321)
-    assert os.readlink(home / "secrets") == "/etc/shadow"
-    assert owner(sandbox, "/home/alice/secrets") == (4321, 4321)  # the link, not its target
-    assert owner(sandbox, "/etc/shadow")[0] == 0
     assert stat.S_IMODE(os.lstat(home / "tool").st_mode) == 0o755  # no setuid copied
     assert sorted(os.listdir(data)) == ["big.h5"]  # the volume is untouched
     assert result.lines("WARNING") == []
+
+
+NOT_PUBLIC = "is not a root-owned directory readable by everyone and writable by root only"
+
+
+@pytest.mark.parametrize(
+    "arrange, skeleton, why",
+    [
+        (lambda box: box.symlink("/opt/skel", "/etc"), "/opt/skel", "is not a directory"),
+        (lambda box: box.mkdir("/opt/skel", uid=1000, gid=100), "/opt/skel", NOT_PUBLIC),
+        (lambda box: box.mkdir("/opt/skel", mode=0o700), "/opt/skel", NOT_PUBLIC),
+        (
+            lambda box: (box.mkdir("/opt/open", mode=0o777), box.mkdir("/opt/open/skel")),
+            "/opt/open/skel",
+            "is under /opt/open, which is not root's alone or not open to everyone",
+        ),
+        (
+            lambda box: (box.mkdir("/opt/closed", mode=0o700), box.mkdir("/opt/closed/skel")),
+            "/opt/closed/skel",
+            "is under /opt/closed, which is not root's alone or not open to everyone",
+        ),
+    ],
+    ids=["link-to-etc", "jovyans-directory", "root-only-directory", "under-open", "under-closed"],
+)
+def test_unsafe_skeleton_gives_an_empty_home_and_one_warning(sandbox, arrange, skeleton, why):
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    arrange(sandbox)
+    baked(sandbox, f"user:\n  skeleton: {skeleton}\n")
+    result = sandbox.run(["nbinit", "start", "--", "ls", "-A", "/home/alice"], env=ALICE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert [line.split("nbinit: ", 1)[1] for line in result.lines("WARNING")] == [
+        f"skeleton {skeleton} (user.skeleton) {why}: home empty"
+    ]
 
 
 def test_chown_home_never_leaves_the_owner(sandbox):

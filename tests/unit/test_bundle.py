@@ -258,6 +258,43 @@ def test_tree_is_the_zipapp_and_the_shims_with_fixed_modes(built, tmp_path):
     assert {mtime for _, mtime in listing.values()} == {bundle.FIXED_MTIME}
 
 
+def test_tree_builds_from_a_regular_install(tmp_path):
+    """The files a wheel holds (setuptools' build_py, as bdist_wheel runs it), without the
+    checkout around them: the shims come from the package data, not from entrypoints/."""
+    lib = tmp_path / "lib"
+    built_lib = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from setuptools import setup; setup()",
+            "-q",
+            "build_py",
+            "--build-lib",
+            str(lib),
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built_lib.returncode == 0, built_lib.stderr
+    assert not (lib / "nbinit" / "shims").is_symlink()  # copied, as a wheel holds them
+    tree = tmp_path / "tree"
+    result = subprocess.run(
+        [sys.executable, "-m", "nbinit.bundle", "--tree", str(tree), "--wheels", str(WHEELS)],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(lib), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for relative, source, _ in bundle.TREE:
+        if source != bundle.ZIPAPP:
+            shim = (PROJECT / "entrypoints" / source).read_bytes()
+            assert (tree / relative).read_bytes() == shim, relative
+
+
 def test_usage_without_an_output(capsys):
     with pytest.raises(SystemExit) as exit_info:
         bundle.main([])

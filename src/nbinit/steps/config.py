@@ -121,6 +121,37 @@ def load_admin(ctx: Context, url: str, settings: dict[str, Any]) -> tuple[bytes,
     )
 
 
+# What an admin config nobody vouches for may not set: who the server runs as, and what
+# root does with files (homes, skeleton, groups, hooks). user.secret_env only ever takes
+# variables away, so any admin config may add to it.
+ROOT_SIDE_KEYS = ("user", "hooks.dir")
+ALWAYS_ALLOWED = ("user.secret_env",)
+
+
+def is_trusted_source(url: str, pinned: bool) -> bool:
+    """Verified https:// (fetch never turns verification off) or a matching sha256 pin."""
+    return pinned or url.strip().lower().startswith("https://")
+
+
+def drop_root_side_keys(layer: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The layer without ROOT_SIDE_KEYS, and the dotted names of what was dropped."""
+    kept = {key: dict(value) if isinstance(value, dict) else value for key, value in layer.items()}
+    dropped = []
+    for name in ROOT_SIDE_KEYS:
+        section, _, key = name.partition(".")
+        values = kept.get(section)
+        if not isinstance(values, dict):
+            continue
+        for sub in list(values):
+            full = f"{section}.{sub}"
+            if (not key or sub == key) and full not in ALWAYS_ALLOWED:
+                dropped.append(full)
+                del values[sub]
+        if not values:
+            del kept[section]
+    return kept, dropped
+
+
 class _Layers:
     """The effective config as it is built, with where each part came from."""
 
@@ -128,6 +159,8 @@ class _Layers:
         self.effective = schema.defaults()
         self.sources: dict[str, str] = {}
         self.names = ["defaults"]
+        # key -> the source it was ignored from (`nbinit config show` prints them)
+        self.ignored: dict[str, str] = {}
         config.record_sources(self.sources, self.effective, "defaults")
 
     def add(self, layer: dict[str, Any], origin: str) -> None:
@@ -147,6 +180,7 @@ def run(ctx: Context) -> StepResult:
             ctx.log.warning(warning)
         if layer is not None:
             layers.add(layer, baked_path(ctx.env))
+            ctx.baked = layer
     except NbinitError as exc:
         # A broken baked config is the image author's bug; `nbinit check` catches it.
         ctx.log.warning(f"{exc}; using built-in defaults")
@@ -161,9 +195,12 @@ def run(ctx: Context) -> StepResult:
     ctx.sources = layers.sources
     _apply_deadline(ctx, layers)
     ctx.log.info("config: " + " < ".join(layers.names))
+    details: dict[str, Any] = {"layers": layers.names}
+    if layers.ignored:
+        details["ignored"] = layers.ignored
     if fallback or len(ctx.log.warnings) > warnings_before:
-        return degraded("config", fallback or "warnings in the config", layers=layers.names)
-    return ok("config", layers=layers.names)
+        return degraded("config", fallback or "warnings in the config", **details)
+    return ok("config", **details)
 
 
 def _apply_deadline(ctx: Context, layers: _Layers) -> None:
@@ -179,26 +216,28 @@ def _apply_admin(ctx: Context, url: str, layers: _Layers) -> str:
     cache = last_good_path(ctx.env)
     shown = fetch.safe_url(url)
     try:
+        pin = fetch.normalize_pin(ctx.env.get("NBINIT_CONFIG_SHA256"))
+    except NbinitError:
+        pin = ""  # a pin was meant but is malformed: the fetch says so, nothing can match it
+    trusted = is_trusted_source(url, bool(pin))
+    try:
         body, shown = load_admin(ctx, url, settings)
         layer, warnings = config.parse_and_check(body, shown)
     except NbinitError as exc:
-        try:
-            pin = fetch.normalize_pin(ctx.env.get("NBINIT_CONFIG_SHA256"))
-        except NbinitError:
-            pin = ""  # a pin was meant but is malformed: no cached copy can match it
         cached, fetched_or_why = load_last_good(cache, shown, pin, settings["max_stale_days"])
         if cached is not None:
             ctx.log.warning(
                 f"{exc}; using the last good admin config {cache} (fetched {fetched_or_why})"
             )
-            layers.add(cached, f"{cache} (last good)")
+            origin = f"{cache} (last good)"
+            layers.add(_trusted_part(ctx, cached, trusted, origin, layers), origin)
             return "admin config unavailable, last good copy used"
         instead = "the baked default config" if len(layers.names) > 1 else "built-in defaults"
         ctx.log.warning(f"{exc}; using {instead} ({fetched_or_why})")
         return f"admin config unavailable, {instead} used"
     for warning in warnings:
         ctx.log.warning(warning)
-    layers.add(layer, shown)
+    layers.add(_trusted_part(ctx, layer, trusted, shown, layers), shown)
     # `nbinit config show` only looks; a start or postStart keeps what it applied.
     if ctx.is_root and ctx.mode in ("start", "poststart"):
         try:
@@ -206,3 +245,23 @@ def _apply_admin(ctx: Context, url: str, layers: _Layers) -> str:
         except (OSError, NbinitError) as exc:
             ctx.log.warning(f"cannot keep the last good admin config at {cache}: {exc}")
     return ""
+
+
+def _trusted_part(
+    ctx: Context, layer: dict[str, Any], trusted: bool, origin: str, layers: _Layers
+) -> dict[str, Any]:
+    """The layer as its source may set it: an unpinned http:// or file:// admin config loses
+    the keys that decide identity or root-side file operations, with one WARNING."""
+    if trusted:
+        return layer
+    kept, dropped = drop_root_side_keys(layer)
+    if dropped:
+        for key in dropped:
+            layers.ignored[key] = origin
+        ctx.log.warning(
+            f"{origin}: {', '.join(dropped)} ignored: an admin config that is neither served "
+            "over https:// nor pinned may not decide who the server runs as or what root does "
+            "with files; set them in the baked /etc/nbinit/config.yaml, serve the config over "
+            "https://, or pin it with NBINIT_CONFIG_SHA256"
+        )
+    return kept

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Optional
+from typing import Any, Optional
 
 from nbinit import accounts
 from nbinit.context import MUST_RUN_FLOOR, Context, Identity, StepResult, degraded, ok, skipped
@@ -40,18 +40,24 @@ def must_run(ctx: Context) -> bool:
 def run(ctx: Context) -> StepResult:
     settings = ctx.section("user")
     policy = accounts.Policy.from_settings(settings)
+    result = _decide(ctx, settings, policy)
+    if ctx.mode == "start" and ctx.is_root:
+        # Whatever any config said: never root, never a system account (FATAL, with the fix).
+        accounts.check_server_identity(ctx.user, policy, settings["default_user"])
+    return result
+
+
+def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> StepResult:
     default = current_identity(settings["default_user"])
     ctx.user = default
     who = f"{default.name} (uid {default.uid})" if default else f"uid {os.geteuid()}"
     name = ctx.env.get("JUPYTERHUB_USER", "")
     if not name:
-        _warn_if_root(ctx, default, settings)
         return skipped("user", f"JUPYTERHUB_USER is not set: running as {who}")
     accounts.check_path_segment(name)
     marker = accounts.marker_path(policy.marker, name)
     state, detail = accounts.find_marker(policy.marker, name, _budget(ctx, MARKER_TIMEOUT))
     if state == accounts.MARKER_ABSENT:
-        _warn_if_root(ctx, default, settings)
         return skipped("user", f"no marker {marker}: running as {who}")
     if state != accounts.MARKER_PRESENT:
         # Fail closed: a marker we cannot trust selects nothing; the server still starts.
@@ -70,7 +76,14 @@ def run(ctx: Context) -> StepResult:
     uid, gid, gid_defaulted = accounts.read_ids(ctx.env, name, policy)
     if gid_defaulted:
         ctx.log.info(f"NB_GID is not set: using NB_UID {uid} as the gid")
-    accounts.check_home(accounts.marker_path(policy.home, name))  # before /etc changes
+    # Before /etc changes: where the home goes, and whether root may hand it over.
+    home = accounts.marker_path(policy.home, name)
+    accounts.check_home_path(home)
+    accounts.check_home(home)
+    accounts.check_home_owner(home, uid, policy)
+    # A system group must be listed by the image itself, whichever config lists it now.
+    baked_groups = (ctx.baked.get("user") or {}).get("extra_groups")
+    policy.baked_groups = tuple(baked_groups) if baked_groups is not None else ("users",)
     warnings_before = len(ctx.log.warnings)
     identity = accounts.ensure_account(name, uid, gid, policy, ctx.log, _budget(ctx, TOOL_TIMEOUT))
     floor = time.monotonic() + MUST_RUN_FLOOR
@@ -86,15 +99,6 @@ def run(ctx: Context) -> StepResult:
 
 def _budget(ctx: Context, seconds: float) -> float:
     return ctx.deadline.cap(seconds, floor=MUST_RUN_FLOOR)
-
-
-def _warn_if_root(ctx: Context, default: Optional[Identity], settings: dict[str, str]) -> None:
-    if default is None and ctx.is_root and ctx.mode == "start":
-        ctx.log.warning(
-            f"the default user {settings['default_user']} (user.default_user) does not exist "
-            "in this image, so the server runs as root: create it in the image or set "
-            "user.default_user"
-        )
 
 
 def _existing_account(ctx: Context, name: str, policy: accounts.Policy, who: str) -> StepResult:

@@ -1,0 +1,199 @@
+"""Real containers for tests: `podman run` with the probed flags, observed from the host.
+
+A `Container` is started detached; the test reads its log (`lines("WARNING")`), its
+processes as the host's /proc sees them (rootful podman maps no ids, so a uid read there
+is the uid inside), and files inside it with `exec`. Every container the fixture started is
+removed at the end of the test. A stand-in hub API (`hub_env`) answers singleuser's version
+check, so `jupyterhub-singleuser` starts listening without a whole JupyterHub.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from helpers import images
+
+_names = itertools.count()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (containers use the host's network)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Process:
+    """One process of a container, as the host's /proc shows it."""
+
+    pid: int
+    uid: list[str]
+    gid: list[str]
+    groups: list[str]
+    cmdline: list[str]
+    environ: dict[str, str]
+
+    def runs(self, program: str) -> bool:
+        """The process is program itself or a script of that name run by an interpreter
+        (`python3 /opt/conda/bin/jupyterhub-singleuser`), not a wrapper naming it later."""
+        return any(Path(part).name == program for part in self.cmdline[:2])
+
+
+def read_process(pid: int) -> Optional[Process]:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            status = dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None  # gone meanwhile
+    return Process(
+        pid,
+        status["Uid"].split(),
+        status["Gid"].split(),
+        status.get("Groups", "").split(),
+        [part.decode(errors="replace") for part in cmdline if part],
+        dict(part.decode(errors="replace").split("=", 1) for part in environ if b"=" in part),
+    )
+
+
+@dataclass
+class Container:
+    name: str
+    image: str
+    started: float = field(default_factory=time.monotonic)
+
+    def podman(self, *args: str, timeout: float = 60, check: bool = True):
+        return images.podman(*args, timeout=timeout, check=check)
+
+    def logs(self) -> str:
+        """Everything the container wrote, stdout and stderr, in order, across restarts."""
+        result = self.podman("logs", self.name, check=False)
+        return result.stdout + result.stderr
+
+    def lines(self, level: str, since: int = 0) -> list[str]:
+        """Log lines of one level (start.sh's and nbinit's share the format LEVEL[...])."""
+        return [line for line in self.logs()[since:].splitlines() if line.startswith(level + "[")]
+
+    def state(self) -> dict:
+        result = self.podman("inspect", "--format", "{{json .State}}", self.name)
+        return json.loads(result.stdout)
+
+    def host_pid(self) -> int:
+        """PID 1 of the container, as the host numbers it (0 when it is not running)."""
+        return int(self.state()["Pid"])
+
+    def processes(self) -> list[Process]:
+        """PID 1 and all its descendants."""
+        root = self.host_pid()
+        found, todo = [], [root] if root else []
+        while todo:
+            pid = todo.pop()
+            process = read_process(pid)
+            if process is None:
+                continue
+            found.append(process)
+            for task in Path(f"/proc/{pid}/task").glob("*/children"):
+                with contextlib.suppress(OSError):
+                    todo += [int(child) for child in task.read_text().split()]
+        return found
+
+    def wait_for_process(self, match: Callable[[Process], bool], timeout: float = 60.0) -> Process:
+        """The first process that matches, polled every 20 ms; fails with the log if none."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for process in self.processes():
+                if match(process):
+                    return process
+            if not self.state().get("Running"):
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"no such process in {self.name}; its log:\n{self.logs()[-6000:]}")
+
+    def wait_http(self, url: str, timeout: float = 60.0) -> dict:
+        """Poll url until it answers 200 with JSON; fails with the log if it never does."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+                    return json.loads(response.read())
+            except (OSError, urllib.error.URLError, ValueError):
+                pass
+            if not self.state().get("Running"):
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"{url} never answered; the container's log:\n{self.logs()[-6000:]}")
+
+    def exec(self, *argv: str, user: str = "0") -> str:
+        return self.podman("exec", "--user", user, self.name, *argv).stdout
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        result = self.podman("wait", self.name, timeout=timeout)
+        return int(result.stdout.strip().splitlines()[-1])
+
+    def stop(self, timeout: int = 10) -> None:
+        self.podman("stop", "--time", str(timeout), self.name, timeout=timeout + 30)
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.podman("start", self.name)
+
+    def remove(self) -> None:
+        self.podman("rm", "--force", "--time", "0", self.name, check=False)
+
+
+def run(
+    image: str,
+    *command: str,
+    env: Optional[dict[str, str]] = None,
+    user: Optional[str] = None,
+    volumes: tuple[str, ...] = (),
+    entrypoint: Optional[str] = None,
+    network: str = "host",
+    extra: tuple[str, ...] = (),
+) -> Container:
+    """`podman run --detach` with the probed flags; user None keeps the image's USER."""
+    name = f"nbinit-test-{os.getpid()}-{next(_names)}"
+    args = ["run", "--detach", "--name", name, f"--network={network}", *images.podman_run_flags()]
+    if user is not None:
+        args += ["--user", user]
+    if entrypoint is not None:
+        args += ["--entrypoint", entrypoint]
+    for key, value in (env or {}).items():
+        args += ["--env", f"{key}={value}"]
+    for volume in volumes:
+        args += ["--volume", volume]
+    container = Container(name, image)
+    images.podman(*args, *extra, image, *command)
+    return container
+
+
+def hub_env(user: str, api_url: str, port: int, token: str = "container-test-token") -> dict:
+    """The environment a JupyterHub spawner gives a single-user server (Spawner.get_env)."""
+    prefix = f"/user/{user}/"
+    return {
+        "JUPYTERHUB_USER": user,
+        "JUPYTERHUB_API_TOKEN": token,
+        "JPY_API_TOKEN": token,
+        "JUPYTERHUB_API_URL": api_url,
+        "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{user}",
+        "JUPYTERHUB_HOST": "",
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{prefix}oauth_callback",
+        "JUPYTERHUB_OAUTH_SCOPES": json.dumps([f"access:servers!server={user}/"]),
+        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps([f"access:servers!server={user}/"]),
+        "JUPYTERHUB_SERVER_NAME": "",
+        "JUPYTERHUB_BASE_URL": "/",
+        "JUPYTERHUB_SERVICE_PREFIX": prefix,
+        "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}",
+    }

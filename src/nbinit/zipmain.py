@@ -53,25 +53,37 @@ class BytecodeLoader(zipimport.zipimporter):
         return None, False
 
     def get_code(self, fullname: str, data: Optional[bytes] = None) -> Any:
+        package = False
         if data is None:
-            data = self.compiled(fullname)[0]
+            data, package = self.compiled(fullname)
         if data is None:
             return super().get_code(fullname)
+        return self.code(fullname, data, package)
+
+    def code(self, fullname: str, data: bytes, package: bool) -> Any:
+        """The module's code object from its .pyc entry, named after its source."""
         import _imp
         import marshal
 
         # The archive is as trusted as this very file: it is the program.
         code = marshal.loads(data[16:])  # noqa: S302 - after the 16-byte header
-        # Tracebacks name the source in the archive, where it really is.
-        _imp._fix_co_filename(code, self.get_filename(fullname))  # type: ignore[attr-defined]
+        # Tracebacks name the source in the archive, where it really is. Not get_filename:
+        # zipimport's compiles the source to answer.
+        relative = fullname.replace(".", "/") + ("/__init__.py" if package else ".py")
+        _imp._fix_co_filename(code, f"{self.archive}/{relative}")  # type: ignore[attr-defined]
         return code
 
     def create_module(self, spec: Any) -> None:
         return None  # the default module object
 
     def exec_module(self, module: Any) -> None:
-        data = module.__spec__.loader_state  # read once, by the finder
-        code = self.get_code(module.__name__, data if isinstance(data, bytes) else None)
+        spec = module.__spec__
+        if isinstance(spec.loader_state, bytes):  # read once, by the finder
+            code = self.code(
+                spec.name, spec.loader_state, spec.submodule_search_locations is not None
+            )
+        else:
+            code = self.get_code(spec.name)
         exec(code, module.__dict__)  # noqa: S102 - what every import does
 
 

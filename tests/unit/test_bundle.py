@@ -167,6 +167,30 @@ def test_a_start_runs_the_bytecode_built_for_this_python(built, tmp_path):
     assert set(found.values()) == {f'<zipimporter object "{built}/pyc.{MAGIC}/">'}
 
 
+def test_with_bytecode_nothing_but_main_is_compiled(built, tmp_path):
+    """The point of the bytecode: a start compiles no module from source (a loader that
+    asks zipimport for a file name makes it compile the source to answer)."""
+    config = tmp_path / "config.yaml"
+    config.write_text("version: 1\n")
+    code = (
+        "import builtins, runpy, sys; compiled = []; real = builtins.compile; "
+        "builtins.compile = lambda source, name, *a, **k: compiled.append(name) or "
+        "real(source, name, *a, **k); "
+        "sys.argv = [sys.argv[1], 'config', 'validate', sys.argv[2]]; "
+        "run = lambda: runpy.run_path(sys.argv[0], run_name='__main__'); "
+        "exec('try: run()\\nexcept SystemExit: pass'); "
+        "import nbinit.config, yaml; print(sorted(set(compiled)))"
+    )
+    result = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", code, str(built), str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == str([f"{built}/__main__.py"])
+
+
 def test_without_bytecode_for_this_python_the_sources_run(built, tmp_path):
     """An interpreter the build did not know (another magic number) imports the sources."""
     other = tmp_path / "other.pyz"

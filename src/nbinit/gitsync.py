@@ -83,7 +83,7 @@ class Policy:
     allowed_hosts: tuple[str, ...] = ()
     submodules: bool = False
     timeout: float = 60.0
-    workers: int = 4
+    workers: int = 8
     min_free_mb: int = 500
     credential_helper: str = ""
     token_hosts: tuple[str, ...] = ()
@@ -98,7 +98,7 @@ class Policy:
             allowed_hosts=tuple(h.lower() for h in section.get("allowed_hosts", ())),
             submodules=bool(section.get("submodules", False)),
             timeout=float(section.get("timeout", 60)),
-            workers=int(section.get("workers", 4)),
+            workers=int(section.get("workers", 8)),
             min_free_mb=int(section.get("min_free_mb", 500)),
             credential_helper=str(section.get("credential_helper", "")),
             mirror=str(section.get("mirror", "")),

@@ -129,7 +129,7 @@ GIT: dict[str, Any] = {
         "allowed_hosts": {"type": "array", "items": {"type": "string"}, "default": []},
         "submodules": {"type": "boolean", "default": False},
         "timeout": {"type": "number", "minimum": 1, "default": 60},
-        "workers": {"type": "integer", "minimum": 1, "maximum": 32, "default": 4},
+        "workers": {"type": "integer", "minimum": 1, "maximum": 32, "default": 8},
         "min_free_mb": {"type": "integer", "minimum": 0, "default": 500},
         "credential_helper": {
             "type": "string",

@@ -19,14 +19,12 @@ time to exec p50/p95/max against the deadline, failures, and the forge's cost pe
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
 import os
 import shlex
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -34,6 +32,7 @@ sys.path.insert(0, str(PROJECT / "tests"))
 sys.path.insert(0, str(PROJECT / "src"))
 
 from helpers.gitserver import GitHttpProcess, Pusher, make_bare  # noqa: E402
+from helpers.httpserver import HTTPServer  # noqa: E402
 from helpers.sandbox import Sandbox, available  # noqa: E402
 
 from nbinit import bundle  # noqa: E402
@@ -42,27 +41,6 @@ MAX_STARTS = 64
 DEADLINE = 20
 MIRROR = "/srv/git-mirror"
 ZIPAPP = "/opt/nbinit/nbinit.pyz"
-
-
-def serve(body: bytes) -> tuple[http.server.ThreadingHTTPServer, str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            self.send_response(200)
-            self.send_header("Content-Type", "application/yaml")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.request_queue_size = 256
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/config.yaml"
 
 
 def admin_config(urls: list[str], mirror: bool) -> bytes:
@@ -135,15 +113,16 @@ def script(starts: int, round_name: str, config_url: str) -> str:
 
 def run_round(box: Sandbox, forge: GitHttpProcess, urls: list[str], starts: int, mirror: bool):
     name = "mirror" if mirror else "plain"
-    server, config_url = serve(admin_config(urls, mirror))
+    server = HTTPServer()
+    server.route("/config.yaml", body=admin_config(urls, mirror))
+    config_url = server.url("/config.yaml")
     try:
         box.write(f"/{name}.sh", script(starts, name, config_url), mode=0o755)
         cpu0, bytes0 = forge_cost(forge.process.pid)
         result = box.run(["sh", f"/{name}.sh"], timeout=600)
         cpu1, bytes1 = forge_cost(forge.process.pid)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
     if result.returncode != 0:
         raise SystemExit(f"class_start: the {name} round failed: {result.stderr[-2000:]}")
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

@@ -26,13 +26,11 @@ is the zipapp's own sources unpacked and compiled once, as pip leaves a site-pac
 from __future__ import annotations
 
 import argparse
-import http.server
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -65,23 +63,13 @@ ROWS = (
 
 
 def serve_config() -> str:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    """The admin config from a loopback server (the tests' own), for the whole run."""
+    sys.path.insert(0, str(PROJECT / "tests"))
+    from helpers.httpserver import HTTPServer
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            self.send_response(200)
-            self.send_header("Content-Type", "application/yaml")
-            self.send_header("Content-Length", str(len(CONFIG)))
-            self.end_headers()
-            self.wfile.write(CONFIG)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}/config.yaml"
+    server = HTTPServer()
+    server.route("/config.yaml", body=CONFIG, headers={"Content-Type": "application/yaml"})
+    return server.url("/config.yaml")
 
 
 def run_once(argv: list[str], env: dict[str, str]) -> Sample:

@@ -7,7 +7,7 @@ changes whenever the bytecode format does); a finder placed before the normal pa
 serves them, and any module without a matching entry (another Python, a module left out)
 is imported from the archive's sources as before. `__file__`, `__path__` and package data
 stay those of the sources, so nothing that reads them changes. This file is copied into
-the archive as `__main__.py` by nbinit.bundle; it uses nothing newer than Python 3.6 so
+the archive as `__main__.py` by nbinit.bundle; it uses nothing newer than Python 3.7 so
 an older interpreter still reaches the version check.
 """
 

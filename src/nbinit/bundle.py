@@ -204,12 +204,15 @@ def find_pythons() -> list[str]:
     return [p for p in dict.fromkeys(found) if p]
 
 
-def bytecode_entries(entries: list[Entry], pythons: list[str]) -> tuple[list[Entry], list[str]]:
+def bytecode_entries(
+    entries: list[Entry], pythons: list[str], strict: bool = False
+) -> tuple[list[Entry], list[str]]:
     """The sources compiled by each interpreter, under `pyc.<magic>/` (zipmain loads them).
 
     Returns the entries and a line per interpreter used. One set per magic number: two
     interpreters of the same minor version (3.12.1 and 3.12.7) share one. An interpreter
-    that cannot run (a pyenv shim without that version) is skipped.
+    that cannot run (a pyenv shim without that version) is skipped, or with `strict` (the
+    builder named it) is an error.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -218,7 +221,7 @@ def bytecode_entries(entries: list[Entry], pythons: list[str]) -> tuple[list[Ent
     ]
     env = {"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
-    def compile_with(python: str) -> Optional[tuple[str, bytes]]:
+    def compile_with(python: str) -> tuple[str, bytes, str]:
         try:
             result = subprocess.run(
                 [python, "-S", "-s", str(COMPILER)],
@@ -227,14 +230,20 @@ def bytecode_entries(entries: list[Entry], pythons: list[str]) -> tuple[list[Ent
                 env=env,
                 timeout=300,
             )
-        except OSError:
-            return None
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return python, b"", str(exc)
         if result.returncode != 0 or not result.stdout.startswith(b"PK"):
-            return None
-        return python, result.stdout
+            last = result.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
+            return python, b"", last[-1]
+        return python, result.stdout, ""
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        compiled = [c for c in pool.map(compile_with, pythons) if c is not None]
+        results = list(pool.map(compile_with, pythons))
+    failed = [(python, why) for python, _, why in results if why]
+    if strict and failed:
+        python, why = failed[0]
+        raise BundleError(f"cannot compile with {python}: {why}: name an interpreter that runs")
+    compiled = [(python, data) for python, data, why in results if not why]
     out: dict[str, list[Entry]] = {}
     used = []
     for python, archive_bytes in compiled:
@@ -263,14 +272,14 @@ def zipapp_bytes(entries: list[Entry]) -> bytes:
 
 
 def build_zipapp(
-    wheels: Path = DEFAULT_WHEELS, pythons: Optional[list[str]] = None
+    wheels: Path = DEFAULT_WHEELS, pythons: Optional[list[str]] = None, strict: bool = False
 ) -> tuple[bytes, list[str]]:
     """The zipapp, with bytecode for each interpreter in `pythons` (none when empty), and a
     line per interpreter whose bytecode it carries."""
     entries = collect(wheels)
     used: list[str] = []
     if pythons:
-        compiled, used = bytecode_entries(entries, pythons)
+        compiled, used = bytecode_entries(entries, pythons, strict)
         entries = sorted(entries + compiled, key=lambda e: e.name)
     return zipapp_bytes(entries), used
 
@@ -343,7 +352,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 fetch_wheels(args.wheels)
             return 0
         pythons = find_pythons() if args.python is None else args.python
-        data, used = build_zipapp(args.wheels, [p for p in pythons if p != "none"])
+        named = args.python is not None  # named interpreters must work; found ones may not
+        data, used = build_zipapp(args.wheels, [p for p in pythons if p != "none"], named)
         digest = _sha256(data)
         for line in used:
             print(f"bytecode: {line}")

@@ -343,3 +343,16 @@ def test_readme_and_dockerfile_use_the_tree_the_bundle_lays_out():
     assert "python3 -m nbinit.bundle --tree build/nbinit-root" in readme
     for path, _, _ in bundle.TREE:
         assert f"/{path}" in readme, path
+
+
+def test_a_named_interpreter_that_cannot_compile_is_an_error(tmp_path, capsys):
+    """Found interpreters that do not run are skipped; one the builder named is not."""
+    target = tmp_path / "nbinit.pyz"
+    code = bundle.main(
+        ["-o", str(target), "--wheels", str(WHEELS), "--python", str(tmp_path / "python3")]
+    )
+    assert code == 1
+    assert not target.exists()
+    assert capsys.readouterr().err.startswith(
+        f"nbinit.bundle: error: cannot compile with {tmp_path / 'python3'}: "
+    )

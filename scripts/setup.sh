@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 # podman and friends run the real-image tests (tests/container): no Docker engine, no
 # registry; crun refuses this kernel's cgroups, so runc; the base image comes from mmdebstrap.
+# chromium: the end-to-end tests render the failure page in a real browser (headless).
 apt_packages=(tini git shellcheck python3-venv iproute2 util-linux
   podman buildah mmdebstrap runc uidmap fuse-overlayfs chromium)
 missing=()

@@ -6,15 +6,14 @@ import sys
 from typing import TYPE_CHECKING, NoReturn, Optional
 
 from nbinit import __version__
-from nbinit.errors import EXIT_USAGE
+from nbinit.errors import EXIT_FATAL, EXIT_USAGE
 
 if TYPE_CHECKING:
     import argparse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # argparse (with gettext) is imported here, not at the top: `nbinit start` and
-    # `nbinit poststart`, at every pod start, never build the parser.
+def _parser_class() -> type[argparse.ArgumentParser]:
+    """Imported only to parse: `nbinit start` and `nbinit ready` never pay for argparse."""
     import argparse
 
     class _Parser(argparse.ArgumentParser):
@@ -25,6 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
             sys.stderr.write(f"nbinit: error: {message}\n")
             sys.exit(EXIT_USAGE)
 
+    return _Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    _Parser = _parser_class()
     parser = _Parser(
         prog="nbinit",
         description="Startup agent for JupyterHub notebook images.",
@@ -67,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     sync = repo_commands.add_parser("sync", help="clone and update your repos now")
     sync.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
 
+    commands.add_parser(
+        "ready",
+        help="readiness probe: exit 0 once the server (or the failure page) accepts "
+        "connections, else 1 with why",
+    )
+
     gpu = commands.add_parser("gpu", help="the GPU report")
     gpu.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
@@ -91,7 +103,21 @@ def _usage(message: str) -> NoReturn:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    words = sys.argv[1:] if argv is None else argv
+    try:
+        return _dispatch(sys.argv[1:] if argv is None else argv)
+    except Exception as exc:  # noqa: BLE001 - STYLE: a traceback only with the debug switch
+        import os
+
+        if os.environ.get("NBINIT_DEBUG", "") not in ("", "0"):
+            raise
+        sys.stderr.write(
+            f"nbinit: internal error ({type(exc).__name__}): this is a bug in nbinit; "
+            "NBINIT_DEBUG=1 shows the traceback\n"
+        )
+        return EXIT_FATAL
+
+
+def _dispatch(words: list[str]) -> int:
     if words[:1] == ["start"] and not {"-h", "--help"} & set(words[1:2]):
         # The entrypoint path, at every pod start: argparse would add ~10 ms and its REMAINDER
         # handling adds nothing that parse_start_command does not already check.
@@ -102,6 +128,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from nbinit import commands
 
         return commands.poststart()
+    if words == ["ready"]:  # every few seconds in every pod: no argparse, no pipeline
+        from nbinit import readiness
+
+        return readiness.main()
     args = build_parser().parse_args(words)
     from nbinit import commands
 
@@ -117,6 +147,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return commands.config_validate(args.target, dotfile=args.dotfile)
     if args.command == "config":
         return commands.config_show()
+    if args.command == "ready":
+        from nbinit import readiness
+
+        return readiness.main()
     if args.command == "repos":
         return commands.repos_sync(dry_run=args.dry_run)
     return commands.gpu_report(as_json=args.json)

@@ -63,7 +63,8 @@ def start(command: Optional[list[str]]) -> int:
         ctx.command = launch.resolve_command(command or [], ctx.env.get("PATH"))
     except NbinitError as exc:
         ctx.log.fatal(str(exc))
-        return EXIT_FATAL
+        ctx.failure = exc
+        return pipeline.end_with_fatal(ctx)
     if ctx.status_path:
         ctx.log.info(f"status file: {ctx.status_path}")
     return pipeline.start(ctx)
@@ -92,23 +93,24 @@ def check(as_json: bool, hub_version: Optional[str]) -> int:
 
 
 def show_status(as_json: bool) -> int:
-    path, data = status.read_status(dict(os.environ))
+    path, data, problem = status.read_status(dict(os.environ))
     if path is None:
         sys.stderr.write("nbinit: no status file yet: nbinit has not run in this container\n")
         return EXIT_FATAL
     if data is None:
-        sys.stderr.write(f"nbinit: status file {path} is unreadable or damaged\n")
+        sys.stderr.write(f"nbinit: the status file is unreadable or damaged: {escape(problem)}\n")
         return EXIT_FATAL
     if as_json:
         json.dump(data, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(f"{status.format_table(data)}\n(from {path})\n")
-    return {"ok": EXIT_OK, "degraded": EXIT_DEGRADED}.get(data.get("outcome", ""), EXIT_FATAL)
+        sys.stdout.write(f"{status.format_table(data)}\n(from {escape(path)})\n")
+    outcome = data.get("outcome")
+    return {"ok": EXIT_OK, "degraded": EXIT_DEGRADED}.get(str(outcome), EXIT_FATAL)
 
 
 def config_validate(target: str, dotfile: bool) -> int:
-    from nbinit import config, schema
+    from nbinit import config, privilege, schema
 
     log = Log.from_env()
     try:
@@ -127,16 +129,16 @@ def config_validate(target: str, dotfile: bool) -> int:
             )
         else:
             shown = target[len("file://") :] if target.startswith("file://") else target
-            with open(shown, "rb") as handle:
-                data = handle.read(config.MAX_CONFIG_BYTES + 1)
+            read = privilege.read_regular_file(shown, config.MAX_CONFIG_BYTES)
+            if read is None:
+                raise NbinitError(f"{shown}: No such file or directory", "check the path")
+            data = read
     except NbinitError as exc:
         log.error(str(exc))
         return EXIT_FATAL
-    except OSError as exc:
-        log.error(f"{target}: {exc.strerror}: check the path")
-        return EXIT_FATAL
     rules = schema.DOTFILE if dotfile else schema.CONFIG
-    _, errors, warnings = config.review(data, shown, rules)
+    limit = config.MAX_DOTFILE_BYTES if dotfile else config.MAX_CONFIG_BYTES
+    _, errors, warnings = config.review(data, shown, rules, limit)
     for error in errors:
         log.error(error)
     if errors:

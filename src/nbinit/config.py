@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-import functools
 import json
+import math
 import re
 from typing import Any, Optional
 
@@ -12,68 +12,43 @@ from nbinit import schema
 from nbinit.errors import NbinitError
 
 MAX_CONFIG_BYTES = 1024 * 1024
-MAX_ALIASES = 20  # safe_load shares aliased nodes; whatever walks the result expands them
+MAX_DOTFILE_BYTES = 64 * 1024  # 100 repos (repos.maxItems) fit many times over
+MAX_ALIASES = 20
 MAX_DEPTH = 32
+# Counted while the document is read, so no input costs more than this to build or to walk:
+MAX_NODES = 10_000  # values, lists and mappings, each alias counted as a copy of what it names
+MAX_ITEMS = 1_000  # entries in one list or mapping
+MAX_STRING = 4_096  # characters in one key or value (PATH_MAX; a URL is far shorter)
+MAX_DIGITS = 30  # int('9' * 5000) raises ValueError (CVE-2020-10735); no setting needs 30
 MAX_SHOWN_VALUE = 60  # never echo long raw values: a dotfile may be a link to a secret
 
 FIX_YAML = "fix the YAML syntax (yamllint or `nbinit config validate FILE` shows where)"
+FIX_TAG = "write plain strings, numbers, true/false, lists and mappings (no !! tags)"
+FIX_SIZE = "write the config out plainly; nbinit reads at most {} of these"
+
+# YAML 1.2-like plain scalars. YAML 1.1 reads `01750` as octal 1000 and `no` as false; for
+# uids and branch names that silently changes meaning, so such scalars stay strings and
+# validation names them. Dates stay strings too (a branch may be called 2024-01-01).
+_NULL = re.compile(r"~|null|Null|NULL|")
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_FLOAT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+_FLOAT_SPECIAL = {".inf": "inf", "+.inf": "inf", "-.inf": "-inf", ".nan": "nan"}
+_TAG = "tag:yaml.org,2002:"
+_NO_KEY = object()
 
 
-@functools.cache
-def _strict_loader() -> Any:
-    """SafeLoader with YAML 1.2-like scalars and duplicate keys refused.
+def parse_yaml(data: bytes, origin: str, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
+    """YAML bytes to plain data (str, int, float, bool, None, list, dict), or NbinitError.
 
-    YAML 1.1 reads `01750` as octal 1000 and `no` as false; for uids and branch names that
-    silently changes meaning, so such scalars stay strings and validation names them.
-    Built on first use: importing yaml costs tens of milliseconds that a start with no
-    config file to read should not pay.
+    The document is built from the parser's events by one loop, not by PyYAML's recursive
+    constructor: whatever the input, the result is at most MAX_DEPTH deep and MAX_NODES
+    big (aliases expanded), holds no other type and no cycle, and building it raises
+    nothing but NbinitError. Only the standard tags for those types are accepted.
     """
-    import yaml
-
-    class StrictLoader(yaml.SafeLoader):
-        pass
-
-    dropped = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
-    StrictLoader.yaml_implicit_resolvers = {
-        key: [(tag, regexp) for tag, regexp in resolvers if tag not in dropped]
-        for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    StrictLoader.add_implicit_resolver(
-        "tag:yaml.org,2002:bool",
-        re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-        list("tTfF"),
-    )
-    StrictLoader.add_implicit_resolver(
-        "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
-    )
-    StrictLoader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?$"),
-        list("-+0123456789"),
-    )
-
-    def construct_mapping(loader: Any, node: Any) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return dict(loader.construct_mapping(node, deep=True))
-
-    StrictLoader.add_constructor("tag:yaml.org,2002:map", construct_mapping)
-    return StrictLoader
-
-
-def parse_yaml(data: bytes, origin: str) -> Any:
-    """YAML bytes to Python data, refusing what would hurt whoever walks the result."""
-    import yaml
-
-    if len(data) > MAX_CONFIG_BYTES:
+    if len(data) > max_bytes:
         raise NbinitError(
-            f"{origin}: config is {len(data)} bytes, over the {MAX_CONFIG_BYTES} byte limit",
+            f"{origin}: config is {len(data)} bytes, over the {max_bytes} byte limit",
             "serve the config itself, not a bundle or an error page",
         )
     try:
@@ -84,35 +59,203 @@ def parse_yaml(data: bytes, origin: str) -> Any:
         ) from None
     if not text.strip():
         raise NbinitError(f"{origin}: config is empty", "it needs at least `version: 1`")
+    import yaml
+
     try:
-        aliases = depth = 0
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
-                aliases += 1
-                if aliases > MAX_ALIASES:
-                    raise NbinitError(
-                        f"{origin}: more than {MAX_ALIASES} YAML aliases (*name)",
-                        "write the values out; nbinit refuses alias bombs",
-                    )
-            elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise NbinitError(
-                        f"{origin}: nested deeper than {MAX_DEPTH} levels", "flatten the config"
-                    )
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                depth -= 1
-        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
+        return _Builder(origin).build(yaml.parse(text, Loader=yaml.SafeLoader))
+    except NbinitError:
+        raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise NbinitError(f"{origin}: invalid YAML{where}: {exc.problem}", FIX_YAML) from None
-    except (yaml.YAMLError, RecursionError) as exc:
+    except yaml.reader.ReaderError as exc:
+        raise NbinitError(
+            f"{origin}: invalid YAML at character {exc.position}: "
+            f"special character U+{exc.character:04X} is not allowed",
+            "remove it, or write it as an escape in double quotes",
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - whatever PyYAML raises is a bad document
         raise NbinitError(f"{origin}: invalid YAML: {type(exc).__name__}", FIX_YAML) from None
 
 
+class _Builder:
+    """Plain data from a YAML event stream, with every bound checked as it grows."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self.nodes = 0
+        self.aliases = 0
+        # Each open list or mapping: [container, pending key, anchor, nodes when opened].
+        self.stack: list[list[Any]] = []
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.documents = 0
+        self.result: Any = None
+
+    def fail(self, event: Any, problem: str, fix: str = FIX_YAML) -> NbinitError:
+        mark = getattr(event, "start_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return NbinitError(f"{self.origin}: invalid YAML{where}: {problem}", fix)
+
+    def count(self, event: Any, nodes: int) -> None:
+        self.nodes += nodes
+        if self.nodes > MAX_NODES:
+            raise NbinitError(
+                f"{self.origin}: more than {MAX_NODES} values (aliases expanded)",
+                FIX_SIZE.format(MAX_NODES),
+            )
+
+    def build(self, events: Any) -> Any:
+        import yaml
+
+        for event in events:
+            if isinstance(event, yaml.ScalarEvent):
+                self.count(event, 1)
+                value = self.scalar(event)
+                if event.anchor:
+                    self.anchors[event.anchor] = (value, 1)
+                self.add(event, value)
+            elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                is_map = isinstance(event, yaml.MappingStartEvent)
+                if event.tag not in (None, "!", _TAG + ("map" if is_map else "seq")):
+                    raise self.fail(event, f"the tag {_short(event.tag)} is not allowed", FIX_TAG)
+                if len(self.stack) >= MAX_DEPTH:
+                    raise NbinitError(
+                        f"{self.origin}: nested deeper than {MAX_DEPTH} levels",
+                        "flatten the config",
+                    )
+                self.count(event, 1)
+                self.stack.append([{} if is_map else [], _NO_KEY, event.anchor, self.nodes])
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                container, _, anchor, opened = self.stack.pop()
+                if anchor:
+                    # Registered only once closed: `&a [*a]` is an undefined alias, never a cycle.
+                    self.anchors[anchor] = (container, self.nodes - opened + 1)
+                self.add(event, container)
+            elif isinstance(event, yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_ALIASES:
+                    raise NbinitError(
+                        f"{self.origin}: more than {MAX_ALIASES} YAML aliases (*name)",
+                        "write the values out; nbinit refuses alias bombs",
+                    )
+                if event.anchor not in self.anchors:
+                    raise self.fail(
+                        event, f"alias *{str(event.anchor)[:MAX_SHOWN_VALUE]} is undefined"
+                    )
+                value, size = self.anchors[event.anchor]
+                self.count(event, size)
+                self.add(event, value)
+            elif isinstance(event, yaml.DocumentStartEvent):
+                self.documents += 1
+                if self.documents > 1:
+                    raise self.fail(event, "more than one document (---)", "keep one document")
+        return self.result
+
+    def add(self, event: Any, value: Any) -> None:
+        if not self.stack:
+            self.result = value
+            return
+        frame = self.stack[-1]
+        container, key = frame[0], frame[1]
+        if len(container) >= MAX_ITEMS:
+            raise NbinitError(
+                f"{self.origin}: a list or mapping has more than {MAX_ITEMS} entries",
+                FIX_SIZE.format(MAX_ITEMS),
+            )
+        if isinstance(container, list):
+            container.append(value)
+        elif key is _NO_KEY:
+            if isinstance(value, (list, dict)):
+                raise self.fail(event, "a mapping key must be a plain value, not a list or mapping")
+            if value in container:
+                shown = value[:MAX_SHOWN_VALUE] if isinstance(value, str) else value
+                raise self.fail(event, f"duplicate key {shown!r}")
+            if value == "<<" and getattr(event, "implicit", (False,))[0]:
+                raise self.fail(event, "merge keys (<<) are not supported", "write the keys out")
+            frame[1] = value
+        else:
+            container[key] = value
+            frame[1] = _NO_KEY
+
+    def scalar(self, event: Any) -> Any:
+        text = event.value
+        if len(text) > MAX_STRING:
+            raise self.fail(
+                event, f"a value is {len(text)} characters, over {MAX_STRING}", "shorten it"
+            )
+        if "\0" in text:  # from a "\0" escape: no path, URL or argument can hold one
+            raise self.fail(event, "a value contains a NUL character", "remove it")
+        tag = event.tag
+        if tag is None and event.implicit[0]:  # plain: resolve like YAML 1.2's core schema
+            if _NULL.fullmatch(text):
+                return None
+            if text in _BOOL:
+                return _BOOL[text]
+            if _INT.fullmatch(text):
+                return self.integer(event, text)
+            if _FLOAT.fullmatch(text):
+                return float(text)
+            return text
+        if tag in (None, "!", _TAG + "str"):
+            return text
+        if tag == _TAG + "int" and _INT.fullmatch(text):
+            return self.integer(event, text)
+        if tag == _TAG + "float" and (_FLOAT.fullmatch(text) or text.lower() in _FLOAT_SPECIAL):
+            return float(_FLOAT_SPECIAL.get(text.lower(), text))
+        if tag == _TAG + "bool" and text in _BOOL:
+            return _BOOL[text]
+        if tag == _TAG + "null" and _NULL.fullmatch(text):
+            return None
+        if tag in (_TAG + "int", _TAG + "float", _TAG + "bool", _TAG + "null"):
+            raise self.fail(event, f"{_show(text)} is not a valid {_short(tag)}", FIX_TAG)
+        raise self.fail(event, f"the tag {_short(tag)} is not allowed", FIX_TAG)
+
+    def integer(self, event: Any, text: str) -> int:
+        if len(text.lstrip("+-")) > MAX_DIGITS:
+            raise self.fail(event, f"a number has more than {MAX_DIGITS} digits", "shorten it")
+        return int(text)
+
+
+def _short(tag: str) -> str:
+    shown = "!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag
+    return shown if len(shown) <= MAX_SHOWN_VALUE else shown[: MAX_SHOWN_VALUE - 3] + "..."
+
+
+def parse_json(data: bytes, origin: str, max_depth: int = MAX_DEPTH) -> Any:
+    """JSON bytes to plain data no deeper than max_depth, or NbinitError; nothing else.
+
+    json.loads stops a deep document with RecursionError (caught); the depth check after it
+    keeps anything walking the result (json.dumps with indent, a table) from recursing far.
+    """
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError, MemoryError) as exc:
+        problem = "nested too deep" if isinstance(exc, RecursionError) else "not valid JSON"
+        raise NbinitError(
+            f"{origin}: {problem}", "remove the file; nbinit writes it again"
+        ) from None
+    todo = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            if depth > max_depth:
+                raise NbinitError(
+                    f"{origin}: nested deeper than {max_depth} levels",
+                    "remove the file; nbinit writes it again",
+                )
+            todo.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return value
+
+
 def _show(value: Any) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else f'"{value}"'
+    if isinstance(value, str):
+        text = f'"{value[:MAX_SHOWN_VALUE]}"'
+    else:
+        try:
+            text = json.dumps(value, default=str)
+        except (TypeError, ValueError, RecursionError):
+            text = type(value).__name__
     if len(text) > MAX_SHOWN_VALUE:
         text = text[: MAX_SHOWN_VALUE - 3] + "..."
     return text
@@ -196,12 +339,16 @@ def validate(value: Any, rules: dict[str, Any], path: str = "") -> tuple[list[st
         return errors, warnings
     if kind in ("integer", "number"):
         low, high = rules.get("minimum"), rules.get("maximum")
-        if (low is not None and value < low) or (high is not None and value > high):
+        if isinstance(value, float) and not math.isfinite(value):
+            expected(f"a finite {_TYPE_WORDS[kind][2:]}")  # nan passes every comparison
+        elif (low is not None and value < low) or (high is not None and value > high):
             bounds = f">= {low}" if high is None else f"from {low} to {high}"
             expected(f"{_TYPE_WORDS[kind]} {bounds}")
     elif kind == "string":
         if len(value) < rules.get("minLength", 0):
             expected("a non-empty string")
+        elif len(value) > rules.get("maxLength", len(value)):
+            expected(f"a string of at most {rules['maxLength']} characters")
         elif "pattern" in rules and not _pattern_matches(rules["pattern"], value):
             expected(f"a string matching {rules['pattern']}")
     elif kind == "array":
@@ -255,11 +402,14 @@ def check_config(
 
 
 def review(
-    data: bytes, origin: str, rules: Optional[dict[str, Any]] = None
+    data: bytes,
+    origin: str,
+    rules: Optional[dict[str, Any]] = None,
+    max_bytes: int = MAX_CONFIG_BYTES,
 ) -> tuple[Optional[dict[str, Any]], list[str], list[str]]:
     """Parse once: (the checked config, or None), every error, every warning; all name origin."""
     try:
-        parsed = parse_yaml(data, origin)
+        parsed = parse_yaml(data, origin, max_bytes)
     except NbinitError as exc:
         return None, [str(exc)], []
     return _review_parsed(parsed, origin, rules)
@@ -272,10 +422,11 @@ def _review_parsed(
     if not isinstance(parsed, dict):
         return None, [f"{origin}: expected a mapping at the top, got {_show(parsed)}"], []
     errors, warnings = validate(parsed, rules)
-    errors = errors or _cross_checks(parsed)
+    checked = strip_unknown(parsed, rules)
+    errors = errors or _cross_checks(checked)  # on checked keys only: `user: 1` in a dotfile
     if errors:
         return None, [f"{origin}: {e}" for e in errors], []
-    return strip_unknown(parsed, rules), [], [f"{origin}: {w}" for w in warnings]
+    return checked, [], [f"{origin}: {w}" for w in warnings]
 
 
 def _cross_checks(data: dict[str, Any]) -> list[str]:
@@ -316,7 +467,12 @@ def record_sources(sources: dict[str, str], layer: dict[str, Any], origin: str) 
 
 def parse_dotfile(data: bytes, origin: str) -> tuple[list[dict[str, Any]], list[str]]:
     """The repos a user's dotfile declares; any other key is reported and ignored."""
-    parsed = parse_yaml(data, origin)
+    if len(data) > MAX_DOTFILE_BYTES:
+        raise NbinitError(
+            f"{origin}: larger than {MAX_DOTFILE_BYTES} bytes, the limit of a dotfile",
+            "list only your repos in it (see configs/user-dotfile.yaml)",
+        )
+    parsed = parse_yaml(data, origin, MAX_DOTFILE_BYTES)
     if parsed is None:
         return [], []
     if not isinstance(parsed, dict):
@@ -324,11 +480,13 @@ def parse_dotfile(data: bytes, origin: str) -> tuple[list[dict[str, Any]], list[
             f"{origin}: expected a mapping with `repos:`, got {_show(parsed)}",
             "see configs/user-dotfile.yaml for the form",
         )
+    ignored = [str(key) for key in parsed if key not in ("repos", "version")]
     warnings = [
-        f"{origin}: {key}: only `repos` is honoured in a user dotfile, ignored"
-        for key in parsed
-        if key not in ("repos", "version")
+        f"{origin}: {key[:MAX_SHOWN_VALUE]}: only `repos` is honoured in a user dotfile, ignored"
+        for key in ignored[:3]
     ]
+    if len(ignored) > 3:
+        warnings.append(f"{origin}: {len(ignored) - 3} more keys ignored (only `repos` counts)")
     user_part = {k: v for k, v in parsed.items() if k in ("repos", "version")}
     checked, more = check_config(user_part, origin, schema.DOTFILE)
     repos = [dict(item) for item in checked.get("repos", [])]

@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any, Callable, Optional
 
+from nbinit.errors import NbinitError
 from nbinit.log import Log
 
 OK = "ok"
@@ -168,9 +169,23 @@ class Context:
         self.background: list[Callable[[], None]] = []
         self.status_path = ""
         self.dry_run = False
+        # Names this run in files that outlive it (the problems file's state).
+        self.run_id = f"{os.getpid()}-{time.time_ns()}"
+        # The FATAL that ended a start: its problem and fix, for the failure page.
+        self.failure: Optional[NbinitError] = None
+        # What answers on the server's port once setup ended: for `nbinit ready`.
+        self.serving: Optional[dict[str, Any]] = None
 
     def section(self, key: str) -> Any:
-        """A step reads only its own section of the effective config."""
+        """A step reads only its own section of the effective config.
+
+        Before the config step has set one (or if it never could), the built-in defaults:
+        a step after a broken config runs on them, it never crashes on a missing section.
+        """
+        if key not in self.config:
+            from nbinit import schema
+
+            return schema.defaults().get(key)
         return self.config.get(key)
 
     def secret_names(self) -> tuple[str, ...]:

@@ -44,7 +44,6 @@ import json
 import os
 import re
 import select
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -267,9 +266,23 @@ def default_dest(url: str) -> str:
     return name[:-4] if name.endswith(".git") else name
 
 
+MAX_DEST_CHARS = 1024
+MAX_DEST_PARTS = 16
+
+
 def check_dest(home: str, dest: str) -> str:
-    """The absolute path of dest: relative, no '..', inside the home after symlinks."""
+    """The absolute path of dest: relative, no '..', inside the home after symlinks.
+
+    Its length and depth are capped before any file system call: resolving a path of
+    hundreds of thousands of parts costs root time quadratic in its length.
+    """
     fix = "give a directory relative to the home, e.g. `dest: notebooks/course`"
+    if len(dest) > MAX_DEST_CHARS or dest.count("/") >= MAX_DEST_PARTS:
+        raise NbinitError(
+            f"dest {dest[:60]!r}... is longer than {MAX_DEST_CHARS} characters or "
+            f"{MAX_DEST_PARTS} directories deep",
+            fix,
+        )
     if not dest or any(ord(c) < 32 for c in dest):
         raise NbinitError("dest is empty or contains control characters", fix)
     if os.path.isabs(dest):
@@ -295,10 +308,46 @@ def unused_name(stem: str, ext: str = "", separator: str = "-") -> str:
     return name
 
 
+def resolve(path: str) -> str:
+    """path with its symlinks resolved by the kernel, the part that does not exist appended.
+
+    os.path.realpath resolves links itself, one lstat per part, recursing into each
+    link's target: a home holding a chain of a thousand links raises RecursionError and a
+    web of them keeps root busy for minutes. The kernel gives up after 40 links (ELOOP).
+    """
+    missing: list[str] = []
+    head = os.path.abspath(path)
+    while True:
+        try:
+            fd = os.open(head, os.O_PATH | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if os.path.islink(head):  # a link to nothing: where a write would land is theirs
+                raise NbinitError(
+                    f"{head} is a symlink to nothing", "remove the symlink or choose another dest"
+                ) from None
+            head, tail = os.path.split(head)
+            missing.append(tail)
+            continue
+        except OSError as exc:
+            raise NbinitError(
+                f"{path} cannot be resolved: {exc.strerror}", "remove the symlinks in the way"
+            ) from None
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # no /proc: bounded by MAX_DEST_PARTS, but links are the kernel's
+            try:
+                real = os.path.realpath(head)
+            except RecursionError:
+                raise NbinitError(f"{path}: too many symlinks", "remove them") from None
+        finally:
+            os.close(fd)
+        return os.path.join(real, *reversed(missing))
+
+
 def ensure_inside(home: str, path: str, parent: bool = False) -> None:
     """path must resolve inside home (or be it, for a parent); re-checked before every write."""
-    real_home = os.path.realpath(home)
-    real = os.path.realpath(path)
+    real_home = resolve(home)
+    real = resolve(path)
     if parent and real == real_home:
         return
     if real == real_home or not real.startswith(real_home.rstrip("/") + "/"):
@@ -435,7 +484,7 @@ class Runner:
 
     def close(self) -> None:
         if self.trace_dir:
-            shutil.rmtree(self.trace_dir, ignore_errors=True)
+            privilege.remove_tree(self.trace_dir)
 
     def run(
         self,
@@ -658,7 +707,7 @@ class RepoLock:
                 return False
             graveyard = f"{self.path}.stale-{self.token}"
             os.rename(self.path, graveyard)
-            shutil.rmtree(graveyard, ignore_errors=True)
+            privilege.remove_tree(graveyard)
             return True
         except OSError:
             return False
@@ -681,7 +730,7 @@ class RepoLock:
             graveyard = f"{self.path}.done-{self.token}"
             with contextlib.suppress(OSError):
                 os.rename(self.path, graveyard)
-                shutil.rmtree(graveyard, ignore_errors=True)
+                privilege.remove_tree(graveyard)
         self.held = False
 
 
@@ -818,7 +867,7 @@ class RepoSync:
         with contextlib.suppress(FileNotFoundError):
             for entry in os.listdir(parent):
                 if entry.startswith(f".{name}.nbinit-clone-"):
-                    shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+                    privilege.remove_tree(os.path.join(parent, entry))
 
     def clone(self, replacing: bool = False) -> Outcome:
         parent = os.path.dirname(self.path)
@@ -860,7 +909,7 @@ class RepoSync:
             os.rename(tmp, self.path)
         finally:
             if os.path.lexists(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
+                privilege.remove_tree(tmp)
         branch = current_branch(os.path.join(self.path, ".git"))
         message = f"cloned {self.plan.shown} into {self.plan.dest} ({branch or 'detached'})"
         if mirror_note:
@@ -888,7 +937,7 @@ class RepoSync:
         try:
             self.git.run([*args, *borrowing, *source], stream=True)
         except GitFailed as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
+            privilege.remove_tree(tmp)
             try:
                 os.mkdir(tmp, 0o700)
             except OSError as error:
@@ -1339,7 +1388,7 @@ def sync_all(
         heartbeats.stop.set()
         progress.finish()
         runner.close()
-        shutil.rmtree(hooks_dir, ignore_errors=True)
+        privilege.remove_tree(hooks_dir)
     return outcomes
 
 
@@ -1384,7 +1433,7 @@ def worker_main(stdin: IO[bytes], stdout: IO[bytes]) -> int:
 
     emit({"event": "started", "pid": os.getpid()})
     try:
-        sync_all(
+        outcomes = sync_all(
             plans,
             policy,
             home,
@@ -1397,11 +1446,27 @@ def worker_main(stdin: IO[bytes], stdout: IO[bytes]) -> int:
     except NbinitError as exc:
         emit({"event": "error", "message": str(exc)})
         return 1
+    problems_file = job.get("problems")
+    if problems_file:  # the start's problems file, with this sync's outcome, as the user
+        from nbinit import problems
+
+        try:
+            problems.update(
+                home,
+                problems_file["name"],
+                problems_file["run"],
+                repos=[o.message for o in outcomes if o.level != "INFO"],
+            )
+        except OSError as exc:
+            log.warning(f"cannot update the problems file: {exc.strerror or exc}")
     emit({"event": "finished"})
     return 0
 
 
 # -- the root side: start the worker as the user and read its events ---------------------------
+
+
+MAX_EVENT_BYTES = 1 << 20  # one event line; each is a few hundred bytes
 
 
 class Worker:
@@ -1418,10 +1483,12 @@ class Worker:
         while not self.finished:
             while b"\n" in self.buffer:
                 line, self.buffer = self.buffer.split(b"\n", 1)
-                with contextlib.suppress(ValueError):
+                with contextlib.suppress(ValueError, RecursionError):
                     event = json.loads(line)
                     if isinstance(event, dict):
                         yield event
+            if len(self.buffer) > MAX_EVENT_BYTES:  # a process of the user's: root bounds it
+                self.buffer = b""
             wait = None if until is None else until - time.monotonic()
             if wait is not None and wait <= 0:
                 return
@@ -1454,8 +1521,12 @@ def start_worker(
     dry_run: bool = False,
     terminal: bool = False,
     timeout: float = 10.0,
+    problems_file: Optional[dict[str, str]] = None,
 ) -> Worker:
-    """Start `python -m nbinit.gitsync` as the user, detached, and hand it the plan."""
+    """Start `python -m nbinit.gitsync` as the user, detached, and hand it the plan.
+
+    problems_file ({name, run}): the worker updates the start's problems file when done.
+    """
     home = identity.home if identity else env.get("HOME", "")
     job = {
         "home": home,
@@ -1464,6 +1535,7 @@ def start_worker(
         "dry_run": dry_run,
         "terminal": terminal,
         "progress_file": progress_path(home),
+        "problems": problems_file,
     }
     worker_env = privilege.clean_environment(identity, env)
     for key in ("NBINIT_LOG_FORMAT", "NBINIT_DEBUG", "NBINIT_GIT_TOKEN", "NBINIT_GIT_USERNAME"):

@@ -7,9 +7,10 @@ import json
 import os
 import select
 import signal
+import subprocess
 import time
 from types import FrameType
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from nbinit import privilege, status
 from nbinit.context import FAILED, Context, StepResult, failed, skipped
@@ -22,6 +23,9 @@ from nbinit.errors import (
 )
 
 Step = Callable[[Context], StepResult]
+
+# When the config never loaded (the FATAL came first): the schema's default.
+DEFAULT_EXPLAIN_MINUTES = 15.0
 
 
 def _traceback() -> str:
@@ -60,13 +64,18 @@ def run_step(ctx: Context, name: str, step: Optional[Step] = None) -> StepResult
         raise
     except NbinitError as exc:
         (ctx.log.fatal if critical else ctx.log.error)(str(exc))
+        if critical:
+            ctx.failure = exc
         result = failed(name, str(exc), critical=critical)
     except Exception as exc:  # a bug in nbinit: say where, keep the traceback for debug
-        ctx.log.error(
-            f"step {name} crashed ({type(exc).__name__}: {exc}); "
-            "this is a bug in nbinit, set NBINIT_DEBUG=1 for the traceback"
+        crash = NbinitError(
+            f"step {name} crashed ({type(exc).__name__}: {exc})",
+            "this is a bug in nbinit, set NBINIT_DEBUG=1 for the traceback",
         )
+        ctx.log.error(f"{crash.problem}; {crash.fix}")
         ctx.log.debug(_traceback())
+        if critical:
+            ctx.failure = crash
         result = failed(name, f"internal error: {type(exc).__name__}", critical=critical)
     finally:
         ctx.log.step = None
@@ -134,18 +143,18 @@ def start(ctx: Context) -> int:
     install_signal_handlers()
     try:
         if not run_steps(ctx, START_STEPS):
-            ctx.log.fatal("not starting the server: fix the problem above and restart")
-            status.write_status(ctx, finished=True)
-            return EXIT_FATAL
+            return end_with_fatal(ctx)
         started = time.monotonic()
         exec_result = StepResult("exec", reason=" ".join(ctx.command))
         exec_result.started = time.time()
         ctx.results.append(exec_result)
         for job in ctx.background:
             job()
+        report_problems(ctx)
         exec_result.duration = time.monotonic() - started
         who = f"{ctx.user.name} (uid {ctx.user.uid})" if ctx.user else "the current user"
         ctx.log.info(f"{summary(ctx)}; exec {' '.join(ctx.command)} as {who}")
+        ctx.serving = serving(ctx, "server")
         status.write_status(ctx, finished=True)
         restore_signal_handlers()
         launch.exec_server(ctx)
@@ -154,14 +163,89 @@ def start(ctx: Context) -> int:
         status.write_status(ctx, finished=True)
         return EXIT_TERMINATED
     except NbinitError as exc:
-        ctx.log.fatal(str(exc))
-        status.write_status(ctx, finished=True)
-        return EXIT_FATAL
+        ctx.failure = exc
     except OSError as exc:
-        ctx.log.fatal(f"cannot exec {ctx.command[0]}: {exc.strerror}: check the command and PATH")
+        ctx.failure = NbinitError(
+            f"cannot exec {ctx.command[0]}: {exc.strerror}", "check the command and PATH"
+        )
+    if ctx.failure is None:  # exec_server returns only in tests that replace it
+        return EXIT_FATAL
+    ctx.log.fatal(str(ctx.failure))
+    ctx.serving = None
+    return end_with_fatal(ctx)
+
+
+def report_problems(ctx: Context) -> None:
+    """Write (or remove) the problems file in the home, as the user.
+
+    Costs nothing on a clean start with no old file: no process is started then.
+    """
+    name = ctx.config.get("problems_file") or "off"
+    if name == "off" or ctx.user is None or not os.path.isdir(ctx.user.home):
+        return
+    found = [*ctx.log.warnings, *ctx.log.errors]
+    path = os.path.join(ctx.user.home, name)
+    if not found and not os.path.lexists(path):
+        return
+    pending: list[str] = []
+    for step in ctx.results:
+        if step.name == "repos":
+            pending = list(step.details.get("background") or [])
+    request = {"home": ctx.user.home, "name": name, "run": ctx.run_id}
+    request.update(start=found, pending=pending)
+    try:
+        if privilege.switches_user(ctx.user):
+            from nbinit import runtime
+
+            written = privilege.run_as_user(
+                ctx.user,
+                runtime.module_command("nbinit.problems"),
+                env=privilege.clean_environment(ctx.user, ctx.env),
+                timeout=max(2.0, ctx.deadline.cap(5.0)),
+                cwd="/",
+                stdin_data=json.dumps(request).encode(),
+            )
+            why = written.stderr.decode("utf-8", "replace").strip()[-200:]
+            if written.returncode != 0:
+                raise OSError(why or f"exit {written.returncode}")
+        else:
+            from nbinit import problems
+
+            problems.update(ctx.user.home, name, ctx.run_id, start=found, pending=pending)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        # INFO: the home's own problem (read-only, root-squashed) was already a WARNING.
+        ctx.log.info(f"problems file {path} not written: {exc}")
+
+
+def serving(ctx: Context, what: str) -> dict[str, Any]:
+    """What will answer at JUPYTERHUB_SERVICE_URL, for `nbinit ready` to probe."""
+    return {"what": what, "pid": os.getpid(), "url": ctx.env.get("JUPYTERHUB_SERVICE_URL", "")}
+
+
+def end_with_fatal(ctx: Context) -> int:
+    """A FATAL ended the start: tell Kubernetes and, under a hub, the user's browser.
+
+    on_fatal explain: serve the failure page as nobody, then exit 0 (the pod completes, the
+    user starts again from the hub); exit: exit 1 as before.
+    """
+    from nbinit import failpage
+
+    exc = ctx.failure or NbinitError(ctx.log.errors[-1] if ctx.log.errors else "start failed")
+    failure = failpage.Failure(exc.problem, exc.fix, ctx.env, ctx.log.secrets)
+    failpage.write_termination_log(
+        f"FATAL nbinit: {failure.line()}\n",
+        ctx.env.get("NBINIT_TERMINATION_LOG") or failpage.TERMINATION_LOG,
+    )
+    ctx.log.fatal("not starting the server: fix the problem above and restart")
+    mode = failpage.choose(ctx.config.get("on_fatal"), ctx.env)
+    if mode == failpage.EXIT:
         status.write_status(ctx, finished=True)
         return EXIT_FATAL
-    return EXIT_FATAL  # exec_server returns only in tests that replace it
+    restore_signal_handlers()
+    ctx.serving = serving(ctx, "failure page")
+    status.write_status(ctx, finished=True)
+    minutes = float(ctx.config.get("explain_minutes") or DEFAULT_EXPLAIN_MINUTES)
+    return failpage.serve(failure, ctx.env, minutes, ctx.user, ctx.log)
 
 
 # postStart: the kubelet gives an exec hook no timeout; a hook that hangs leaves a pod nobody
@@ -198,25 +282,28 @@ def poststart(ctx: Context) -> int:
 
 
 def _supervise_poststart(ctx: Context) -> int:
+    def stop(signum: int, frame: Optional[FrameType]) -> None:
+        raise _Stop()
+
+    # The handlers are in place before the fork, and the try starts right after it: a
+    # SIGTERM at any moment ends the supervision the same way, never by the default action.
     read_fd, write_fd = os.pipe()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     pid = os.fork()
     if pid == 0:  # the child never returns into the caller
         try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.close(read_fd)
             _poststart_steps(ctx, write_fd)
         finally:
             os._exit(EXIT_OK)
-    os.close(write_fd)
-
-    def stop(signum: int, frame: Optional[FrameType]) -> None:
-        raise _Stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     limit = poststart_limit(ctx.deadline.seconds)
     reason = ""
     buffer = b""
     try:
+        os.close(write_fd)
         while True:
             remaining = ctx.deadline.start + limit - time.monotonic()
             if remaining <= 0:

@@ -9,12 +9,14 @@ never follows a symlink the user could have planted.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Callable, Optional
 
 from nbinit.context import Identity
@@ -265,41 +267,131 @@ def chown_fd(fd: int, uid: int, gid: int) -> None:
     os.fchown(fd, uid, gid)
 
 
+# A walk keeps two fds per level open (the directory and its listing); homes nest far less.
+MAX_WALK_DEPTH = 128
+MAX_REMOVED = 1_000_000  # entries remove_tree looks at: a large clone leftover, many times
+
+
+def _too_deep() -> OSError:
+    return OSError(errno.ELOOP, f"directories nested deeper than {MAX_WALK_DEPTH} levels")
+
+
 def chown_tree(
     top_fd: int, uid: int, gid: int, time_left: Callable[[], float]
 ) -> tuple[int, bool, int]:
     """Recursive chown inside an opened directory: (entries changed, finished in time,
     files left because they have more than one hard link).
 
-    fwalk opens every directory without following symlinks and chown acts on names
-    relative to those fds with follow_symlinks=False, so a symlink the user swaps in is
-    re-owned itself, never its target. It stays on the home's file system, and never
-    re-owns a file with several hard links: the user may have linked /etc/shadow in.
+    One loop over a stack of directory fds, never recursion (os.fwalk recursed per level:
+    a home nested a few thousand levels deep raised RecursionError in root). Each
+    directory is opened relative to its parent's fd without following symlinks, and chown
+    acts on names relative to those fds with follow_symlinks=False, so a symlink the user
+    swaps in is re-owned itself, never its target. It stays on the home's file system,
+    never re-owns a file with several hard links (the user may have linked /etc/shadow
+    in), and deeper than MAX_WALK_DEPTH it stops with OSError(ELOOP).
     """
     device = os.fstat(top_fd).st_dev
     changed = linked = 0
-    walk = os.fwalk(".", dir_fd=top_fd, follow_symlinks=False)
-    for _dirpath, dirnames, filenames, dir_fd in walk:
-        if time_left() <= 0:
-            return changed, False, linked
-        for name in list(dirnames) + filenames:
+    first = os.dup(top_fd)
+    stack: list[tuple[int, Iterator[os.DirEntry[str]]]] = [(first, os.scandir(first))]
+    try:
+        while stack:
+            dir_fd, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                _close_level(dir_fd, entries)
+                continue
+            if time_left() <= 0:
+                return changed, False, linked
             try:
-                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
             if info.st_dev != device:
-                if name in dirnames:
-                    dirnames.remove(name)  # a mount inside the home: not ours to re-own
+                continue  # a mount inside the home: not ours to re-own
+            if (info.st_uid, info.st_gid) != (uid, gid):
+                if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
+                    linked += 1
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.chown(entry.name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+                        changed += 1
+            if stat.S_ISDIR(info.st_mode):
+                if len(stack) >= MAX_WALK_DEPTH:
+                    raise _too_deep()
+                try:
+                    sub = open_directory_nofollow(entry.name, dir_fd=dir_fd)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # gone, or swapped for something else since the stat
+                except OSError as exc:
+                    if exc.errno != errno.ELOOP:  # ELOOP: swapped for a symlink: not followed
+                        raise
+                    continue
+                stack.append((sub, os.scandir(sub)))
+        return changed, True, linked
+    finally:
+        for dir_fd, entries in stack:
+            _close_level(dir_fd, entries)
+
+
+def _close_level(dir_fd: int, entries: Iterator[os.DirEntry[str]]) -> None:
+    close = getattr(entries, "close", None)
+    if close:
+        close()
+    os.close(dir_fd)
+
+
+def remove_tree(path: str) -> None:
+    """Best-effort `rm -rf path` by one loop over a stack of fds: no recursion, no link followed.
+
+    shutil.rmtree recurses per level (RecursionError on a tree a user nested a few thousand
+    levels deep, which ignore_errors does not catch). Deeper than MAX_WALK_DEPTH, past
+    MAX_REMOVED entries, or whatever cannot be removed, is left where it is.
+    """
+    try:
+        top = open_directory_nofollow(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # a file or a symlink: removed itself, never its target
+        return
+    # Each level: (its fd, its listing, the fd and name to rmdir it by once it is empty).
+    try:
+        listing = os.scandir(top)
+    except OSError:
+        os.close(top)
+        return
+    stack: list[tuple[int, Iterator[os.DirEntry[str]], Optional[tuple[int, str]]]] = [
+        (top, listing, None)
+    ]
+    seen = 0
+    try:
+        while stack:
+            dir_fd, entries, parent = stack[-1]
+            seen += 1
+            entry = next(entries, None) if seen <= MAX_REMOVED else None
+            if entry is None:
+                stack.pop()
+                _close_level(dir_fd, entries)
+                if parent:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(parent[1], dir_fd=parent[0])
                 continue
-            if (info.st_uid, info.st_gid) == (uid, gid):
-                continue
-            if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
-                linked += 1
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
-                changed += 1
-    return changed, True, linked
+            with contextlib.suppress(OSError):
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.name, dir_fd=dir_fd)
+                elif len(stack) < MAX_WALK_DEPTH:
+                    sub = open_directory_nofollow(entry.name, dir_fd=dir_fd)
+                    try:
+                        stack.append((sub, os.scandir(sub), (dir_fd, entry.name)))
+                    except OSError:
+                        os.close(sub)
+    finally:
+        for dir_fd, entries, _ in reversed(stack):
+            _close_level(dir_fd, entries)
+        if not stack:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
 
 
 def is_public_image_entry(info: os.stat_result) -> bool:
@@ -323,12 +415,23 @@ def copy_tree(
     file, a link (to /etc/shadow, say) or a user's file in the skeleton is skipped. The
     destination is reached only through fds of directories created here. Other file
     systems (a volume mounted inside the skeleton) are skipped; nothing is moved or
-    deleted. Returns (entries copied, finished in time).
+    deleted. One loop over a stack, never recursion; each directory gets its owner and
+    mode once its contents are in, also when the copy stops early. Returns (entries
+    copied, finished in time).
     """
     device = os.stat(source).st_dev
     copied = 0
-    with os.scandir(source) as entries:
-        for entry in entries:
+    # Each level: (its fd in the home, the source listing, its mode; None for the top).
+    stack: list[tuple[int, Iterator[os.DirEntry[str]], Optional[int]]] = [
+        (dest_fd, os.scandir(source), None)
+    ]
+    try:
+        while stack:
+            target_fd, entries, _ = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                _finish_copied_dir(stack.pop(), uid, gid)
+                continue
             if time_left() <= 0:
                 return copied, False
             info = entry.stat(follow_symlinks=False)
@@ -336,21 +439,41 @@ def copy_tree(
             if info.st_dev != device or not is_public_image_entry(info):
                 continue
             if stat.S_ISDIR(info.st_mode):
-                os.mkdir(entry.name, 0o700, dir_fd=dest_fd)
-                sub = open_directory_nofollow(entry.name, dir_fd=dest_fd)
+                if len(stack) > MAX_WALK_DEPTH:
+                    raise _too_deep()
+                os.mkdir(entry.name, 0o700, dir_fd=target_fd)
+                sub = open_directory_nofollow(entry.name, dir_fd=target_fd)
                 try:
-                    count, complete = copy_tree(entry.path, sub, uid, gid, time_left)
-                    copied += count
-                    os.fchown(sub, uid, gid)
-                    os.fchmod(sub, mode)
-                finally:
+                    listing = os.scandir(entry.path)
+                except OSError:
                     os.close(sub)
-                if not complete:
-                    return copied, False
-            elif not _copy_file(entry.path, entry.name, dest_fd, uid, gid, mode, info):
+                    raise
+                stack.append((sub, listing, mode))
+            elif not _copy_file(entry.path, entry.name, target_fd, uid, gid, mode, info):
                 continue
             copied += 1
-    return copied, True
+        return copied, True
+    finally:
+        while stack:
+            with contextlib.suppress(OSError):
+                _finish_copied_dir(stack.pop(), uid, gid)
+
+
+def _finish_copied_dir(
+    level: tuple[int, Iterator[os.DirEntry[str]], Optional[int]], uid: int, gid: int
+) -> None:
+    """A copied directory is done: close its listing; hand it over (the top is the caller's)."""
+    fd, entries, mode = level
+    close = getattr(entries, "close", None)
+    if close:
+        close()
+    if mode is None:
+        return
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def _copy_file(
@@ -405,44 +528,33 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool =
         raise
 
 
-def read_file_as_user(
-    identity: Optional[Identity], path: str, *, limit: int, timeout: float
-) -> Optional[bytes]:
-    """Read a user-controlled file with the user's rights, no symlinks, at most limit bytes.
+def read_regular_file(path: str, max_bytes: int, follow: bool = True) -> Optional[bytes]:
+    """At most max_bytes + 1 bytes of a regular file (so a caller sees it is too big).
 
-    Returns None when the file does not exist. Reading as the user means a dotfile that
-    links to /etc/shadow is unreadable, not parsed and echoed into a log.
+    None when nothing is there. Whatever else is there is one NbinitError, never a hang or
+    a traceback: a fifo (opened non-blocking, never read), a directory, a device, no
+    permission, and with follow=False a symlink.
     """
-    code = (
-        "import os,sys\n"
-        "p,n=sys.argv[1],int(sys.argv[2])\n"
-        "try:\n"
-        " fd=os.open(p,os.O_RDONLY|os.O_NOFOLLOW|os.O_NONBLOCK)\n"
-        "except FileNotFoundError:\n"
-        " sys.exit(3)\n"
-        "except OSError as e:\n"
-        " sys.stderr.write(e.strerror or str(e)); sys.exit(4)\n"
-        "import stat\n"
-        "if not stat.S_ISREG(os.fstat(fd).st_mode):\n"
-        " sys.stderr.write('not a regular file'); sys.exit(4)\n"
-        "d=os.read(fd,n+1)\n"
-        "if len(d)>n:\n"
-        " sys.stderr.write('larger than %d bytes'%n); sys.exit(4)\n"
-        "sys.stdout.buffer.write(d)\n"
-    )
-    result = run_as_user(
-        identity,
-        [sys.executable, "-I", "-S", "-c", code, path, str(limit)],
-        env=clean_environment(identity, dict(os.environ)),
-        timeout=timeout,
-        cwd="/",
-    )
-    if result.returncode == 3:
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
         return None
-    if result.returncode != 0:
-        reason = result.stderr.decode("utf-8", "replace").strip()[:120] or "unreadable"
-        raise NbinitError(f"cannot read {path}: {reason}", "make it a plain file you own")
-    return result.stdout
+    except OSError as exc:
+        problem = "a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise NbinitError(f"cannot read {path}: {problem}", "give a readable file") from None
+    except ValueError:  # a NUL in the name (from a JSON string): no file is called that
+        raise NbinitError(f"cannot read {path!r}: a NUL in the name", "give a file name") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NbinitError(f"{path} is not a regular file", "give a readable file")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            return handle.read(max_bytes + 1)
+        except OSError as exc:
+            raise NbinitError(
+                f"cannot read {path}: {exc.strerror}", "give a readable file"
+            ) from None
 
 
 def exec_command(argv: list[str], env: dict[str, str], cwd: Optional[str] = None) -> None:

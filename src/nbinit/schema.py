@@ -244,6 +244,26 @@ CONFIG: dict[str, Any] = {
             "default": 20,
             "description": "Seconds from start to exec, at most.",
         },
+        "on_fatal": {
+            "enum": ["explain", "exit"],
+            "description": "After a FATAL: explain (serve the failure page on the server's "
+            "address, then exit 0) or exit 1. Default: explain when a hub started the server "
+            "(JUPYTERHUB_SERVICE_URL or JUPYTERHUB_SERVICE_PREFIX set), else exit.",
+        },
+        "explain_minutes": {
+            "type": "number",
+            "minimum": 0.05,
+            "maximum": 1440,
+            "default": 15,
+            "description": "How long the failure page answers before nbinit exits 0.",
+        },
+        "problems_file": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$",
+            "default": "STARTUP-PROBLEMS.txt",
+            "description": "Name of the file in the home's top directory that lists what a "
+            "start could not do and the fix (removed after a clean start); off: never.",
+        },
         "user": USER,
         "git": GIT,
         "repos": REPOS,

@@ -7,7 +7,6 @@ import os
 import time
 from typing import Any, Optional
 
-from nbinit import privilege
 from nbinit.context import DEGRADED, FAILED, OK, Context
 from nbinit.log import clean_tree, escape
 
@@ -66,6 +65,7 @@ def build_status(ctx: Context, finished: bool = False) -> dict[str, Any]:
         "steps": [r.as_dict() for r in ctx.results],
         "warnings": list(ctx.log.warnings),
         "errors": list(ctx.log.errors),
+        "serving": ctx.serving,
     }
 
 
@@ -74,6 +74,8 @@ def write_json_atomic(
 ) -> None:
     """The JSON of data at path, atomically (privilege.write_file_atomic), its directory made."""
     os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    from nbinit import privilege  # only to write: `nbinit ready` reads, in every probe
+
     text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
     privilege.write_file_atomic(path, text.encode(), mode=mode, durable=durable)
 
@@ -94,40 +96,69 @@ def write_status(ctx: Context, finished: bool = False) -> None:
         ctx.log.warning(f"cannot write status file {path}: {exc.strerror or exc}")
 
 
-def read_status(env: dict[str, str]) -> tuple[Optional[str], Optional[dict[str, Any]]]:
+MAX_STATUS_BYTES = 1024 * 1024
+MAX_STATUS_DEPTH = 16  # nbinit writes 5 levels; json.dumps(indent=...) recurses per level
+
+
+def read_status(env: dict[str, str]) -> tuple[Optional[str], Optional[dict[str, Any]], str]:
+    """(path, status, why it is unusable) of the first status file that exists.
+
+    Whatever the file holds (any JSON, binary, a fifo, a directory, 200,000 brackets),
+    the answer is a mapping or a reason, never an exception.
+    """
+    from nbinit import config, privilege
+    from nbinit.errors import NbinitError
+
     for path in candidate_paths(env):
         try:
-            with open(path) as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError):
-            return path, None
-        if isinstance(data, dict):
-            attach_repos_progress(data)
-        return path, data
-    return None, None
+            raw = privilege.read_regular_file(path, MAX_STATUS_BYTES)
+            if raw is None:
+                continue
+            if len(raw) > MAX_STATUS_BYTES:
+                return path, None, f"{path}: larger than {MAX_STATUS_BYTES} bytes"
+            data = config.parse_json(raw, path, MAX_STATUS_DEPTH)
+        except NbinitError as exc:
+            return path, None, exc.problem
+        if not isinstance(data, dict):
+            return path, None, f"{path}: not a JSON object"
+        attach_repos_progress(data)
+        return path, data, ""
+    return None, None, ""
 
 
 def attach_repos_progress(data: dict[str, Any]) -> None:
     """Repo sync that went on after exec writes its own progress file, as the user: show it."""
-    for step in data.get("steps", []):
-        details = step.get("details") or {}
-        path = details.get("progress_file") if step.get("name") == "repos" else ""
-        if not path:
+    from nbinit import config, privilege
+    from nbinit.errors import NbinitError
+
+    for step in _list(data.get("steps")):
+        if not isinstance(step, dict) or step.get("name") != "repos":
+            continue
+        details = step.get("details")
+        path = details.get("progress_file") if isinstance(details, dict) else None
+        if not isinstance(path, str) or not path:
             continue
         try:  # the user's file: no symlink followed, size capped, JSON only
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as handle:
-                progress = json.loads(handle.read(1024 * 1024))
-        except (OSError, ValueError):
+            raw = privilege.read_regular_file(path, MAX_STATUS_BYTES, follow=False)
+            progress = config.parse_json(raw or b"", path, MAX_STATUS_DEPTH)
+        except NbinitError:
             continue
         if isinstance(progress, dict) and isinstance(progress.get("repos"), list):
             data["repos_progress"] = progress
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _seconds(value: Any) -> str:
+    ok_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return f"{value:>8.3f}" if ok_number else f"{'?':>8}"
+
+
 def format_table(data: dict[str, Any]) -> str:
-    """The status as a table a person reads in a terminal, every control character escaped.
+    """The status as a table a person reads in a terminal (any JSON object gives one), every
+    control character escaped.
 
     The file may be the user's own (~/.cache/nbinit), and the repo progress always is.
     """
@@ -140,19 +171,22 @@ def _table_lines(data: dict[str, Any]) -> list[str]:
         + ("" if data.get("finished") else " (in progress)"),
         f"{'STEP':<10} {'OUTCOME':<9} {'SECONDS':>8}  REASON",
     ]
-    for step in data.get("steps", []):
+    for step in _list(data.get("steps")):
+        if not isinstance(step, dict):
+            continue
         lines.append(
-            f"{step['name']:<10} {step['outcome']:<9} {step['duration']:>8.3f}  {step['reason']}"
+            f"{step.get('name', '?')!s:<10} {step.get('outcome', '?')!s:<9} "
+            f"{_seconds(step.get('duration'))}  {step.get('reason', '')}"
         )
-    for warning in data.get("warnings", []):
+    for warning in _list(data.get("warnings")):
         lines.append(f"WARNING: {warning}")
-    for error in data.get("errors", []):
+    for error in _list(data.get("errors")):
         lines.append(f"ERROR: {error}")
     progress = data.get("repos_progress")
     if isinstance(progress, dict):
         state = "finished" if progress.get("finished") else f"running (pid {progress.get('pid')})"
         lines.append(f"repo sync: {state}")
-        for repo in progress.get("repos", []):
+        for repo in _list(progress.get("repos")):
             if isinstance(repo, dict):
                 done = repo.get("outcome") and f", {repo['outcome']}: {repo.get('message')}"
                 lines.append(f"  {repo.get('dest')}: {repo.get('state')}{done or ''}")

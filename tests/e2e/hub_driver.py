@@ -2,63 +2,35 @@
 
 Starts the hub (configurable-http-proxy from npm, DummyAuthenticator,
 SimpleLocalProcessSpawner), spawns alice's server through the REST API with an admin
-service token, waits until the hub reports it ready, then prints one JSON line on stdout
-with what the server process really is. The hub's log goes to stderr.
+service token, and prints one JSON line on stdout with what it saw. The hub's log goes to
+stderr. Scenarios (second argument):
+
+- `spawn` (default): waits until the hub reports the server ready; what the server process
+  really is.
+- `fatal`: alice has a marker but the hub sends no NB_UID: nbinit's failure page. Logs in
+  as alice like a browser, follows the hub's redirect to the server, loads the page
+  through the proxy in headless chromium (DOM and a screenshot), then stops the server.
+- `cancel`: the server's command hangs; the admin cancels the pending spawn with
+  `DELETE /hub/api/users/alice/server` (JupyterHub >= 5.1).
 """
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
+import re
 import subprocess
 import sys
 import time
-import urllib.error
+import urllib.parse
 import urllib.request
 
-TOKEN = "e2e-admin-token-0123456789abcdef"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers.hubconfig import call, hub_config  # noqa: E402 (run as a script)
+
 HUB_API = "http://127.0.0.1:8081/hub/api"
 PROXY = "http://127.0.0.1:8000"
-
-CONFIG = """
-c = get_config()  # noqa
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = 8000
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = 8081
-c.JupyterHub.db_url = "sqlite:////tmp/hub/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "/tmp/hub/cookie_secret"
-c.ConfigurableHTTPProxy.command = [{chp!r}]
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
-c.ConfigurableHTTPProxy.pid_file = "/tmp/hub/proxy.pid"
-c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
-c.JupyterHub.spawner_class = "simple"
-c.Spawner.cmd = ["nbinit", "start", "--", "jupyterhub-singleuser"]
-c.Spawner.environment = {{"NB_UID": "4321", "NB_GID": "4321"}}
-c.Spawner.start_timeout = 45
-c.Spawner.http_timeout = 45
-c.JupyterHub.services = [{{"name": "e2e", "api_token": {token!r}}}]
-c.JupyterHub.load_roles = [
-    {{
-        "name": "e2e-admin",
-        "scopes": ["admin:users", "admin:servers", "admin:server_state", "access:servers"],
-        "services": ["e2e"],
-    }}
-]
-"""
-
-
-def call(method: str, url: str, timeout: float = 5.0) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        url, method=method, headers={"Authorization": f"token {TOKEN}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read()
-            return response.status, json.loads(body) if body.strip() else {}
-    except urllib.error.HTTPError as exc:
-        return exc.code, {"error": exc.read().decode("utf-8", "replace")[:300]}
 
 
 def wait_for(what: str, check, deadline: float) -> None:
@@ -77,11 +49,30 @@ def proc_status(pid: int) -> dict[str, str]:
         return dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
 
 
+SERVER_CMD = ["nbinit", "start", "--", "jupyterhub-singleuser"]
+SCENARIOS = {
+    # scenario: (Spawner.cmd, Spawner.environment, Spawner.http_timeout)
+    "spawn": (SERVER_CMD, {"NB_UID": "4321", "NB_GID": "4321"}, 45),
+    "fatal": (SERVER_CMD, {}, 45),
+    "cancel": (["sleep", "600"], {}, 300),
+}
+
+
+def server_model() -> dict:
+    _, user = call("GET", f"{HUB_API}/users/alice")
+    return (user.get("servers") or {}).get("") or {}
+
+
 def main() -> int:
     chp = sys.argv[1]
+    scenario = sys.argv[2] if len(sys.argv) > 2 else "spawn"
+    cmd, environment, http_timeout = SCENARIOS[scenario]
     os.makedirs("/tmp/hub", exist_ok=True)
     with open("/tmp/hub/jupyterhub_config.py", "w") as handle:
-        handle.write(CONFIG.format(chp=chp, token=TOKEN))
+        config = hub_config(
+            chp=chp, cmd=cmd, work="/tmp/hub", environment=environment, http_timeout=http_timeout
+        )
+        handle.write(config)
     hub = subprocess.Popen(
         ["jupyterhub", "-f", "/tmp/hub/jupyterhub_config.py"], cwd="/tmp/hub", stdout=sys.stderr
     )
@@ -90,15 +81,17 @@ def main() -> int:
         wait_for("the hub API", lambda: call("GET", f"{HUB_API}/")[0] == 200, deadline)
         status, _ = call("POST", f"{HUB_API}/users/alice")
         assert status in (201, 409), status
+        spawned = time.monotonic()
         status, body = call("POST", f"{HUB_API}/users/alice/server", timeout=50)
         assert status in (201, 202), (status, body)
+        if scenario == "cancel":
+            print(json.dumps(cancel_pending(status)), flush=True)
+            return 0
 
-        def ready() -> bool:
-            _, user = call("GET", f"{HUB_API}/users/alice")
-            server = (user.get("servers") or {}).get("")
-            return bool(server and server.get("ready"))
-
-        wait_for("alice's server to be ready", ready, deadline)
+        wait_for("alice's server to be ready", lambda: server_model().get("ready"), deadline)
+        if scenario == "fatal":
+            print(json.dumps(failure_page(spawned)), flush=True)
+            return 0
         _, user = call("GET", f"{HUB_API}/users/alice")
         server = user["servers"][""]
         pid = int(server["state"]["pid"])
@@ -129,6 +122,89 @@ def main() -> int:
             hub.wait(10)
         except subprocess.TimeoutExpired:
             hub.kill()
+
+
+def failure_page(spawned: float) -> dict:
+    """The hub marked the server ready: where a browser ends up, and what it shows."""
+    ready_after = time.monotonic() - spawned
+    server = server_model()
+    pid = int(server["state"]["pid"])
+    ids = proc_status(pid)
+    jar = http.cookiejar.CookieJar()
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with browser.open(f"{PROXY}/hub/login", timeout=10) as response:
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', response.read().decode()).group(1)
+    form = urllib.parse.urlencode({"username": "alice", "password": "x", "_xsrf": xsrf})
+    with browser.open(f"{PROXY}/hub/login?next=", data=form.encode(), timeout=10) as response:
+        response.read()
+    # What the hub's home page "Start My Server" / a bookmark does: the hub redirects.
+    with browser.open(f"{PROXY}/hub/user/alice/", timeout=10) as response:
+        landed, landed_status, page = response.url, response.status, response.read().decode()
+    with browser.open(f"{PROXY}/user/alice/api/status", timeout=10) as response:
+        api = json.loads(response.read())
+    page_url = f"{PROXY}/user/alice/"
+    chromium = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--user-data-dir=/tmp/chromium-profile",
+    ]
+    shot = "/var/tmp/failure-page.png"
+    dom = subprocess.run(
+        [*chromium, "--dump-dom", page_url], capture_output=True, text=True, timeout=60
+    )
+    picture = subprocess.run(
+        [*chromium, "--window-size=1024,768", f"--screenshot={shot}", page_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    stopping = time.monotonic()
+    stop_status, _ = call("DELETE", f"{HUB_API}/users/alice/server", timeout=20)
+    wait_for("the server to stop", lambda: not server_model(), time.monotonic() + 15)
+    return {
+        "ready_after": round(ready_after, 2),
+        "uid": ids["Uid"].split(),
+        "groups": ids["Groups"].split(),
+        "landed": landed,
+        "landed_status": landed_status,
+        "page": page,
+        "api": api,
+        "dom": dom.stdout,
+        "chromium_rc": [dom.returncode, picture.returncode],
+        "chromium_err": (dom.stderr + picture.stderr)[-2000:],
+        "screenshot": shot if os.path.exists(shot) else "",
+        "stop_status": stop_status,
+        "stopped_after": round(time.monotonic() - stopping, 2),
+        "process_gone": not os.path.exists(f"/proc/{pid}"),
+    }
+
+
+def cancel_pending(spawn_status: int) -> dict:
+    """The command hangs, so the spawn stays pending; the admin's REST call stops it."""
+    pending = server_model().get("pending")
+    pid = 0
+    until = time.monotonic() + 10
+    while not pid and time.monotonic() < until:  # the hub records the pid once it started
+        pid = int((server_model().get("state") or {}).get("pid") or 0)
+        time.sleep(0.1)
+    stopping = time.monotonic()
+    status, _ = call("DELETE", f"{HUB_API}/users/alice/server", timeout=30)
+    wait_for("the pending server to go", lambda: not server_model(), time.monotonic() + 30)
+    return {
+        "spawn_status": spawn_status,
+        "pending": pending,
+        "pid": pid,
+        "delete_status": status,
+        "stopped_after": round(time.monotonic() - stopping, 2),
+        "process_gone": bool(pid) and not os.path.exists(f"/proc/{pid}"),
+        "hub_version": call("GET", f"{HUB_API}/")[1].get("version"),
+    }
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 PROJECT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix)
@@ -53,6 +54,8 @@ class Sandbox:
     base: Path
     # Shell lines run inside the namespace before chroot; $R is the new root.
     setup: list[str] = field(default_factory=list)
+    # Its own UTS namespace with this hostname (as each pod has its own); None: the host's.
+    hostname: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.upper = self.base / "upper"
@@ -159,8 +162,14 @@ class Sandbox:
         net: bool = False,
         pid1: bool = True,
         send_signal_after: Optional[tuple[float, int]] = None,
+        signal_once: Optional[Callable[[], bool]] = None,
     ) -> Result:
-        """Run argv as PID 1 in the container with exactly env (plus PATH)."""
+        """Run argv as PID 1 in the container with exactly env (plus PATH).
+
+        send_signal_after=(delay, signum) signals PID 1 after delay seconds, counted from
+        when signal_once() first holds if given (a loaded machine may take seconds to reach
+        the moment a test means: wait for its evidence, not for a guessed time).
+        """
         environment = {"PATH": BASE_PATH, "LANG": "C.UTF-8"}
         environment.update(env or {})
         assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in environment.items())
@@ -183,6 +192,8 @@ class Sandbox:
         ]
         if net:
             script.append("ip link set lo up")
+        if self.hostname:  # only ever inside the --uts namespace added below
+            script.append(f"hostname {shlex.quote(self.hostname)}")
         script += self.setup
         command = shlex.join(argv)
         if pid1:
@@ -192,6 +203,8 @@ class Sandbox:
         flags = ["--mount", "--pid", "--fork", "--propagation", "private", "--kill-child"]
         if net:
             flags.append("--net")
+        if self.hostname:
+            flags.append("--uts")
         process = subprocess.Popen(
             ["unshare", *flags, "sh", "-c", "\n".join(script)],
             stdin=subprocess.DEVNULL,
@@ -201,6 +214,12 @@ class Sandbox:
         )
         if send_signal_after is not None:
             delay, signum = send_signal_after
+            waited = 0.0
+            while signal_once is not None and not signal_once() and waited < timeout:
+                if process.poll() is not None:
+                    break
+                time.sleep(0.05)
+                waited += 0.05
             try:
                 out, err = process.communicate(timeout=delay)
             except subprocess.TimeoutExpired:

@@ -471,7 +471,15 @@ def test_untrusted_marker_is_ignored(sandbox, arrange, warning):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "jovyan\n"
     assert [line.split("nbinit: ", 1)[1] for line in result.lines("WARNING")] == [warning]
-    assert changes_since(sandbox, before) == set()
+    # Only the problems file that tells jovyan about it (and its state in ~/.cache/nbinit).
+    assert changes_since(sandbox, before) == {
+        "/home/jovyan/STARTUP-PROBLEMS.txt",
+        "/home/jovyan/.cache",
+        "/home/jovyan/.cache/nbinit",
+        "/home/jovyan/.cache/nbinit/problems.json",
+        "/home/jovyan/.cache/nbinit/problems.json.lock",
+    }
+    assert warning in sandbox.read("/home/jovyan/STARTUP-PROBLEMS.txt")
 
 
 # -- homes the server can live with: one WARNING, continue -------------------------------
@@ -535,7 +543,8 @@ def test_no_default_command_is_fatal(sandbox):
     assert [line.split("nbinit: ", 1)[1] for line in result.lines("FATAL")] == [
         "none of start-singleuser.sh, start-singleuser.py, jupyterhub-singleuser is on PATH: "
         "install jupyterhub in the image (pip install jupyterhub) or pass the command after "
-        "`--`; run `nbinit check` when building the image"
+        "`--`; run `nbinit check` when building the image",
+        "not starting the server: fix the problem above and restart",
     ]
 
 
@@ -614,7 +623,8 @@ def test_unsafe_skeleton_gives_an_empty_home_and_one_warning(sandbox, arrange, s
     baked(sandbox, f"user:\n  skeleton: {skeleton}\n")
     result = sandbox.run(["nbinit", "start", "--", "ls", "-A", "/home/alice"], env=ALICE)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == ""
+    # Nothing from the skeleton: only the problems file telling alice why (and its state).
+    assert result.stdout.split() == [".cache", "STARTUP-PROBLEMS.txt"]
     assert [line.split("nbinit: ", 1)[1] for line in result.lines("WARNING")] == [
         f"skeleton {skeleton} (user.skeleton) {why}: home empty"
     ]

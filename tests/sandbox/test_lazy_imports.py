@@ -37,6 +37,8 @@ def test_no_requests_or_git_import(sandbox, args):
     modules = imported(result.stderr)
     assert "nbinit" in modules
     assert modules & set(HEAVY) == set()
+    if args[0] == "start":  # the failure page's http.server, and argparse, only when needed
+        assert modules & {"http", "html", "argparse"} == set()
 
 
 def test_a_fetch_imports_http_client_and_never_requests(sandbox, http_server):

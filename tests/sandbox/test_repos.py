@@ -33,6 +33,7 @@ pytestmark = pytest.mark.sandbox
 HOME = "/home/jovyan"
 STATUS = "/var/lib/nbinit-test/status.json"
 BASE = "1\n2\n3\n4\n5\n6\n7\n"
+PROBLEMS = "STARTUP-PROBLEMS.txt"
 
 
 class Upstream:
@@ -435,10 +436,11 @@ def test_existing_dest_that_is_not_ours_is_left(box, upstream, prepare, words):
     result = start(box)
     assert result.returncode == 0
     assert messages(result, "WARNING") == [f"course: {words}: left as is"]
+    assert f"- course: {words}: left as is" in read(box, PROBLEMS)
     after = {
         p: p.read_bytes() if p.is_file() else None
         for p in home(box).rglob("*")
-        if ".cache" not in str(p)
+        if ".cache" not in str(p) and p.name != PROBLEMS
     }
     assert after == {p: v for p, v in before.items() if ".cache" not in str(p)}
 
@@ -608,7 +610,8 @@ def test_bad_input_is_refused_and_the_server_starts(box, upstream, item, line, d
     status = box.host_view(STATUS).read_text()
     for text in (result.stdout, result.stderr, status):
         assert SECRET not in text
-    assert [p for p in os.listdir(home(box)) if not p.startswith(".") and p != "planted"] == []
+    listed = [p for p in os.listdir(home(box)) if not p.startswith(".") and p != "planted"]
+    assert listed == [PROBLEMS]  # it tells the user what was refused, and why
     assert owners(home(box)) == {1000}
 
 

@@ -155,8 +155,9 @@ def test_unknown_keys_warn_with_did_you_mean_and_are_dropped(text, warning):
         pytest.param(" \n", "c.yaml: config is empty: it needs at least `version: 1`", id="empty"),
         pytest.param(
             "version: 1\nx: !!python/object/apply:os.system [true]\n",
-            "c.yaml: invalid YAML at line 2, column 4: could not determine a constructor for "
-            f"the tag 'tag:yaml.org,2002:python/object/apply:os.system': {FIX_YAML}",
+            "c.yaml: invalid YAML at line 2, column 4: the tag !!python/object/apply:os.system "
+            "is not allowed: write plain strings, numbers, true/false, lists and mappings "
+            "(no !! tags)",
             id="python-tag",
         ),
     ],
@@ -212,3 +213,194 @@ def test_defaults_validate_cleanly():
     checked, warnings = config.check_config(schema.defaults(), "defaults")
     assert warnings == []
     assert checked == schema.defaults()
+
+
+TAGS_FIX = "write plain strings, numbers, true/false, lists and mappings (no !! tags)"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        pytest.param(
+            "version: 1\ndeadline: !!float soon\n",
+            f'c.yaml: invalid YAML at line 2, column 11: "soon" is not a valid !!float: {TAGS_FIX}',
+            id="float-tag-on-a-word",
+        ),
+        pytest.param(
+            "version: !!int one\n",
+            f'c.yaml: invalid YAML at line 1, column 10: "one" is not a valid !!int: {TAGS_FIX}',
+            id="int-tag-on-a-word",
+        ),
+        pytest.param(
+            "version: 1\nx: !!timestamp never\n",
+            f"c.yaml: invalid YAML at line 2, column 4: the tag !!timestamp is not allowed: "
+            f"{TAGS_FIX}",
+            id="timestamp-tag",
+        ),
+        pytest.param(
+            "version: 1\nx: !!binary '@@'\n",
+            "c.yaml: invalid YAML at line 2, column 4: the tag !!binary is not allowed: "
+            + TAGS_FIX,
+            id="binary-tag",
+        ),
+        pytest.param(
+            "version: 1\nx: !!set {a: 1}\n",
+            f"c.yaml: invalid YAML at line 2, column 4: the tag !!set is not allowed: {TAGS_FIX}",
+            id="set-tag",
+        ),
+        pytest.param(
+            "version: 1\nx: !!python/name:os.system ''\n",
+            "c.yaml: invalid YAML at line 2, column 4: the tag !!python/name:os.system is not "
+            f"allowed: {TAGS_FIX}",
+            id="python-name-tag",
+        ),
+        pytest.param(
+            "version: 1\nx: !vault abc\n",
+            f"c.yaml: invalid YAML at line 2, column 4: the tag !vault is not allowed: {TAGS_FIX}",
+            id="local-tag",
+        ),
+        pytest.param(
+            "version: 1\n? [a, b]\n: 1\n",
+            "c.yaml: invalid YAML at line 2, column 8: a mapping key must be a plain value, not a "
+            f"list or mapping: {FIX_YAML}",
+            id="list-as-key",
+        ),
+        pytest.param(
+            "version: 1\n{a: 1}: 2\n",
+            "c.yaml: invalid YAML at line 2, column 6: a mapping key must be a plain value, not a "
+            f"list or mapping: {FIX_YAML}",
+            id="mapping-as-key",
+        ),
+        pytest.param(
+            "version: 1\nrepos: [{url: u, depth: " + "9" * 4400 + "}]\n",
+            "c.yaml: invalid YAML at line 2, column 25: a value is 4400 characters, over 4096: "
+            "shorten it",
+            id="int-over-4300-digits",
+        ),
+        pytest.param(
+            "version: 1\ndeadline: " + "9" * 31 + "\n",
+            "c.yaml: invalid YAML at line 2, column 11: a number has more than 30 digits: "
+            "shorten it",
+            id="int-over-30-digits",
+        ),
+        pytest.param(
+            'version: 1\nrepos: [{url: "a\\0b"}]\n',
+            "c.yaml: invalid YAML at line 2, column 15: a value contains a NUL character: "
+            "remove it",
+            id="nul-escape",
+        ),
+        pytest.param(
+            b"version: 1\nx: a\x00b\n",
+            "c.yaml: invalid YAML at character 15: special character U+0000 is not allowed: "
+            "remove it, or write it as an escape in double quotes",
+            id="raw-nul",
+        ),
+        pytest.param(
+            "version: 1\nbase: &b {deadline: 5}\n<<: *b\n",
+            "c.yaml: invalid YAML at line 3, column 1: merge keys (<<) are not supported: "
+            "write the keys out",
+            id="merge-key",
+        ),
+        pytest.param(
+            "version: 1\n---\nversion: 1\n",
+            "c.yaml: invalid YAML at line 2, column 1: more than one document (---): "
+            "keep one document",
+            id="two-documents",
+        ),
+        pytest.param(
+            "version: 1\nx: &a [*a]\n",
+            f"c.yaml: invalid YAML at line 2, column 8: alias *a is undefined: {FIX_YAML}",
+            id="self-referencing-alias",
+        ),
+        pytest.param(
+            "version: 1\na: &a ["
+            + ",".join(["x"] * 999)
+            + "]\n"
+            + "".join(f"b{i}: *a\n" for i in range(11)),
+            "c.yaml: more than 10000 values (aliases expanded): write the config out plainly; "
+            "nbinit reads at most 10000 of these",
+            id="alias-expansion-over-10000",
+        ),
+        pytest.param(
+            "version: 1\nx: [" + ",".join(["1"] * 1001) + "]\n",
+            "c.yaml: a list or mapping has more than 1000 entries: write the config out "
+            "plainly; nbinit reads at most 1000 of these",
+            id="list-of-1001",
+        ),
+        pytest.param(
+            "version: 1\ndeadline: !!float .nan\n",
+            f"c.yaml: deadline: expected a finite number, got NaN: {FIX_CONFIG}",
+            id="nan-deadline",
+        ),
+        pytest.param(
+            "version: 1\ngit: {timeout: 1e999}\n",
+            f"c.yaml: git.timeout: expected a finite number, got Infinity: {FIX_CONFIG}",
+            id="infinite-timeout",
+        ),
+    ],
+)
+def test_every_value_the_loader_cannot_build_is_one_error(text, message):
+    assert refused(text) == message
+
+
+def test_plain_scalars_read_as_yaml_1_2():
+    data = config.parse_yaml(
+        b"a: ~\nb: null\nc:\nd: True\ne: -12\nf: 1.5e3\ng: 2024-01-01\nh: yes\ni: '7'\n"
+        b"j: !!str 8\nk: !!float 3\nl: !!bool false\nm: !!null ''\n",
+        "c.yaml",
+    )
+    assert data == {
+        "a": None, "b": None, "c": None, "d": True, "e": -12, "f": 1500.0, "g": "2024-01-01",
+        "h": "yes", "i": "7", "j": "8", "k": 3.0, "l": False, "m": None,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        pytest.param(b"[" * 200_000 + b"]" * 200_000, "x.json: nested too deep", id="200000-deep"),
+        pytest.param(b"[" * 40 + b"]" * 40, "x.json: nested deeper than 32 levels", id="40-deep"),
+        pytest.param(b"\xff\xfe", "x.json: not valid JSON", id="binary"),
+        pytest.param(b"9" * 5000, "x.json: not valid JSON", id="int-over-4300-digits"),
+    ],
+)
+def test_json_readers_refuse_with_one_error(data, message):
+    with pytest.raises(NbinitError) as caught:
+        config.parse_json(data, "x.json")
+    assert caught.value.problem == message
+
+
+def test_a_step_before_or_after_a_broken_config_reads_the_defaults():
+    from nbinit.context import Context, Deadline
+    from nbinit.log import Log
+
+    ctx = Context(mode="start", env={}, log=Log(), deadline=Deadline(20))
+    assert ctx.section("user") == schema.defaults()["user"]
+    ctx.config = {"version": 1}  # a config step that died before its last layer
+    assert ctx.section("repos") == []
+
+
+def test_any_exception_reading_the_admin_config_is_a_failed_config(tmp_path, monkeypatch):
+    """The step's own boundary, whatever the loader may raise one day."""
+    from nbinit import commands
+    from nbinit.steps import config as config_step
+
+    admin = tmp_path / "admin.yaml"
+    admin.write_text("version: 1\ndeadline: 9\n")
+    monkeypatch.setenv("NBINIT_BAKED_CONFIG", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("NBINIT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("NBINIT_CONFIG_URL", str(admin))
+    monkeypatch.delenv("NBINIT_DEADLINE", raising=False)
+
+    def crash(data, origin, rules=None):
+        raise TypeError("unhashable type: 'list'")
+
+    monkeypatch.setattr(config, "parse_and_check", crash)
+    ctx = commands.make_context("start")
+    result = config_step.run(ctx)
+    assert result.outcome == "degraded"
+    assert ctx.log.warnings == [
+        f"{admin}: cannot be read (TypeError): fix the config; if `nbinit config validate` "
+        "accepts it, report a bug in nbinit; using built-in defaults (no last good copy)"
+    ]
+    assert ctx.config == schema.defaults()

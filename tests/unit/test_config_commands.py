@@ -144,3 +144,61 @@ def test_show_prints_effective_config_and_sources(http_server, tmp_path):
     assert sources["git.timeout"] == "defaults"
     assert not state.exists()  # showing never writes the last good copy
     assert messages(result.stderr, "INFO")[-1] == f"config: defaults < {baked} < {server.url()}"
+
+
+def _hostile_file(tmp_path, kind: str) -> str:
+    path = tmp_path / kind
+    if kind == "json-200000-deep":
+        path.write_text("[" * 200_000 + "]" * 200_000)
+    elif kind == "json-object-900-deep":
+        path.write_text('{"a":' * 900 + "1" + "}" * 900)
+    elif kind == "binary":
+        path.write_bytes(bytes(range(256)) * 64)
+    elif kind == "huge":
+        path.write_bytes(b"a" * (3 << 20))
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)  # opening it for reading would block forever
+    elif kind == "status-of-wrong-types":
+        path.write_text(
+            '{"outcome": [1], "steps": [1, {"name": {}, "duration": "x", "details": '
+            '{"progress_file": "/dev/zero"}}, {"name": "repos", "details": {"progress_file": '
+            '"/"}}, {"name": "repos", "details": {"progress_file": "a\\u0000b"}}], '
+            '"warnings": 5, "errors": [null]}'
+        )
+    return str(path)
+
+
+HOSTILE = [
+    "json-200000-deep",
+    "json-object-900-deep",
+    "binary",
+    "huge",
+    "directory",
+    "fifo",
+    "status-of-wrong-types",
+]
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_validate_answers_any_file_in_one_line(tmp_path, kind):
+    result = nbinit("config", "validate", _hostile_file(tmp_path, kind))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(messages(result.stderr, "ERROR")) >= 1
+    assert result.stderr.count("\n") == len(messages(result.stderr, "ERROR"))
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_status_answers_any_file_without_a_traceback(tmp_path, kind, as_json):
+    path = _hostile_file(tmp_path, kind)
+    result = nbinit("status", *(["--json"] if as_json else []), NBINIT_STATUS_FILE=path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    if kind == "status-of-wrong-types":  # any JSON object is shown
+        assert result.stdout and not result.stderr
+    else:
+        assert result.stderr.startswith("nbinit: the status file is unreadable or damaged: ")
+        assert result.stderr.count("\n") == 1

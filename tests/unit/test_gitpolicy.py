@@ -105,12 +105,20 @@ def test_good_branches(branch):
         pytest.param("x/.git", "is .git", id="dotgit"),
         pytest.param(".", "the home itself", id="home-itself"),
         pytest.param("escape/x", "resolves outside the home", id="symlink"),
+        pytest.param("dangling/x", "is a symlink to nothing", id="dangling-symlink"),
+        pytest.param("chain0/x", "cannot be resolved: Too many levels", id="1000-link-chain"),
+        pytest.param("a/" * 200_000, "longer than 1024 characters", id="200000-parts"),
+        pytest.param("a/" * 16 + "b", "16 directories deep", id="17-parts"),
     ],
 )
 def test_bad_dests(tmp_path, dest, words):
     home = tmp_path / "home"
     home.mkdir()
     (home / "escape").symlink_to("/etc")
+    (home / "dangling").symlink_to("/nonexistent-nbinit-target")
+    for i in range(1000):  # os.path.realpath recursed once per link: RecursionError
+        (home / f"chain{i}").symlink_to(f"chain{i + 1}")
+    (home / "chain1000").mkdir()
     with pytest.raises(NbinitError) as caught:
         gitsync.check_dest(str(home), dest)
     assert words in str(caught.value)

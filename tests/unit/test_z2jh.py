@@ -201,7 +201,7 @@ def served_config(tmp_path) -> Path:
         pytest.param(
             "python", ["nbinit", "start", "--", "jupyterhub-singleuser"], id="plain-python"
         ),
-        pytest.param("minimal", ["jupyterhub-singleuser"], id="docker-stacks"),
+        pytest.param("docker-stacks", ["jupyterhub-singleuser"], id="docker-stacks"),
         pytest.param("gpu-pytorch", ["jupyterhub-singleuser"], id="ngc-pytorch"),
     ],
 )
@@ -221,6 +221,109 @@ def test_pod_runs_nbinit_as_root_with_the_namespace_uid(kubeconfig, served_confi
     assert env["NBINIT_CONFIG_SHA256"] == hashlib.sha256(served_config.read_bytes()).hexdigest()
     if profile == "gpu-pytorch":
         assert container.resources.limits["nvidia.com/gpu"] == "1"
+
+
+async def pod_from_form(values, config_path, formdata):
+    """The spawn a browser's form submission makes: KubeSpawner's own form parsing,
+    user-option loading and pod building (make_pod), as the hub calls them."""
+    from kubespawner import KubeSpawner
+
+    c, _ = run_hub_code(values, config_path)
+    spawner = KubeSpawner(_mock=True, config=c, user=FakeUser("alice"))
+    spawner.api = FakeCoreV1Api(ALICE_NAMESPACE)
+    spawner.user_options = spawner.options_from_form(formdata)
+    await spawner.load_user_options()
+    await spawner.run_pre_spawn_hook()
+    return spawner, await spawner.get_pod_manifest()
+
+
+def gb(n: int) -> str:
+    """KubeSpawner turns "4G" into bytes (2**30 each) in the pod's resources."""
+    return str(n * 2**30)
+
+
+@pytest.mark.parametrize(
+    ("formdata", "image", "limits", "requests"),
+    [
+        pytest.param(
+            {"profile": ["docker-stacks"]},
+            "registry.example.org/notebooks/minimal-notebook:2026-11-01",
+            {"cpu": "1.0", "memory": gb(4)},
+            {"cpu": "0.5", "memory": gb(2)},
+            id="docker-stacks-defaults",
+        ),
+        pytest.param(
+            {
+                "profile": ["docker-stacks"],
+                "profile-option-docker-stacks--image": ["scipy"],
+                "profile-option-docker-stacks--cpu": ["4"],
+                "profile-option-docker-stacks--memory": ["16G"],
+            },
+            "registry.example.org/notebooks/scipy-notebook:2026-11-01",
+            {"cpu": "4.0", "memory": gb(16)},
+            {"cpu": "2.0", "memory": gb(8)},
+            id="docker-stacks-scipy-4cpu-16g",
+        ),
+        pytest.param(
+            {
+                "profile": ["gpu-pytorch"],
+                "profile-option-gpu-pytorch--cpu": ["2"],
+                "profile-option-gpu-pytorch--memory": ["8G"],
+            },
+            "registry.example.org/notebooks/ngc-pytorch:25.10-py3",
+            {"cpu": "2.0", "memory": gb(8), "nvidia.com/gpu": "1"},
+            {"cpu": "1.0", "memory": gb(4)},
+            id="gpu-2cpu-8g",
+        ),
+        pytest.param(
+            {"profile": ["python"], "profile-option-python--memory": ["8G"]},
+            "registry.example.org/notebooks/python:3.12-slim",
+            {"cpu": "1.0", "memory": gb(8)},
+            {"cpu": "0.5", "memory": gb(4)},
+            id="python-8g",
+        ),
+    ],
+)
+def test_profile_options_put_the_choices_in_the_pod(
+    kubeconfig, served_config, formdata, image, limits, requests
+):
+    values = load_values(CONFIGS / "z2jh-values.yaml")
+    spawner, pod = asyncio.run(pod_from_form(values, served_config, formdata))
+    container = pod.spec.containers[0]
+    assert container.image == image
+    assert {k: str(v) for k, v in container.resources.limits.items()} == limits
+    assert {k: str(v) for k, v in container.resources.requests.items()} == requests
+    # The choices land as KubeSpawner traits; nothing needs a custom options_form.
+    assert "options_form" not in values["hub"]["config"].get("KubeSpawner", {})
+
+
+def test_a_choice_the_profile_does_not_offer_is_refused(kubeconfig, served_config):
+    values = load_values(CONFIGS / "z2jh-values.yaml")
+    form = {"profile": ["python"], "profile-option-python--image": ["minimal"]}
+    spawner, pod = asyncio.run(pod_from_form(values, served_config, form))
+    assert pod.spec.containers[0].image == "registry.example.org/notebooks/python:3.12-slim"
+    form = {"profile": ["docker-stacks"], "profile-option-docker-stacks--cpu": ["64"]}
+    with pytest.raises((ValueError, KeyError), match="64"):  # the spawn fails
+        asyncio.run(pod_from_form(values, served_config, form))
+
+
+def test_the_pod_is_ready_only_when_nbinit_says_so(kubeconfig, served_config):
+    values = load_values(CONFIGS / "z2jh-values.yaml")
+    _, pod = asyncio.run(pod_from_form(values, served_config, {"profile": ["python"]}))
+    probe = pod.spec.containers[0].readiness_probe
+    probe = probe if isinstance(probe, dict) else probe.to_dict()
+    assert probe["exec"] == {"command": ["nbinit", "ready"]}
+    assert probe["periodSeconds"] <= 2
+
+
+def test_named_servers_with_a_per_user_limit_and_a_hub_that_cancels_pending_spawns():
+    values = load_values(CONFIGS / "z2jh-values.yaml")
+    hub = values["hub"]
+    assert hub["allowNamedServers"] is True
+    assert 1 < hub["namedServerLimitPerUser"] <= 4
+    # k8s-hub 4.x ships JupyterHub 5.x: >= 5.1 cancels a pending spawn on DELETE.
+    assert hub["image"]["name"] == "quay.io/jupyterhub/k8s-hub"
+    assert tuple(int(p) for p in hub["image"]["tag"].split(".")[:2]) >= (4, 0)
 
 
 def test_gid_annotation_is_used_when_present(kubeconfig, served_config):

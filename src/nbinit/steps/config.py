@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from nbinit import config, fetch, privilege, schema
 from nbinit.context import Context, StepResult, degraded, ok
-from nbinit.errors import NbinitError
+from nbinit.errors import NbinitError, Terminated
 
 BAKED_PATH = "/etc/nbinit/config.yaml"
 STATE_DIR = "/var/lib/nbinit"
@@ -113,7 +113,7 @@ def load_last_good(
         if age > max_stale_days * 86400:
             return None, f"the last good copy is older than {max_stale_days:g} days"
         layer, _ = config.parse_and_check(data, cache)
-    except (NbinitError, ValueError, TypeError, AttributeError):
+    except Exception:  # noqa: BLE001 - any damage: the copy is not used
         return None, "the last good copy is unreadable"
     return layer, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(meta["fetched"])))
 
@@ -186,11 +186,12 @@ class _Layers:
 
 def run(ctx: Context) -> StepResult:
     layers = _Layers()
+    ctx.config, ctx.sources = layers.effective, layers.sources
     warnings_before = len(ctx.log.warnings)
     fallback = ""
 
     try:
-        layer, warnings = load_baked(ctx.env)
+        layer, warnings = _unless_crashed(lambda: load_baked(ctx.env), baked_path(ctx.env))
         for warning in warnings:
             ctx.log.warning(warning)
         if layer is not None:
@@ -200,6 +201,7 @@ def run(ctx: Context) -> StepResult:
         # A broken baked config is the image author's bug; `nbinit check` catches it.
         ctx.log.warning(f"{exc}; using built-in defaults")
         fallback = "baked config unusable, built-in defaults used"
+    ctx.config, ctx.sources = layers.effective, layers.sources
     _apply_deadline(ctx, layers)
 
     url = ctx.env.get("NBINIT_CONFIG_URL", "").strip()
@@ -216,6 +218,23 @@ def run(ctx: Context) -> StepResult:
     if fallback or len(ctx.log.warnings) > warnings_before:
         return degraded("config", fallback or "warnings in the config", **details)
     return ok("config", **details)
+
+
+_T = TypeVar("_T")
+
+
+def _unless_crashed(work: Callable[[], _T], origin: str) -> _T:
+    """work(), with any exception but NbinitError made one: a document nbinit fails to read,
+    whatever the reason, is a failed config (WARNING, fallback), never a crashed step."""
+    try:
+        return work()
+    except (NbinitError, Terminated):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the boundary of untrusted input
+        raise NbinitError(
+            f"{origin}: cannot be read ({type(exc).__name__})",
+            "fix the config; if `nbinit config validate` accepts it, report a bug in nbinit",
+        ) from None
 
 
 def _apply_deadline(ctx: Context, layers: _Layers) -> None:
@@ -236,8 +255,8 @@ def _apply_admin(ctx: Context, url: str, layers: _Layers) -> str:
         pin = ""  # a pin was meant but is malformed: the fetch says so, nothing can match it
     trusted = is_trusted_source(url, bool(pin))
     try:
-        body, shown = load_admin(ctx, url, settings)
-        layer, warnings = config.parse_and_check(body, shown)
+        body, shown = _unless_crashed(lambda: load_admin(ctx, url, settings), shown)
+        layer, warnings = _unless_crashed(lambda: config.parse_and_check(body, shown), shown)
     except NbinitError as exc:
         cached, fetched_or_why = load_last_good(cache, shown, pin, settings["max_stale_days"])
         if cached is not None:

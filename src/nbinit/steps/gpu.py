@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from nbinit import gpu
 from nbinit.context import MUST_RUN_FLOOR, Context, StepResult, degraded, failed, ok, skipped
+from nbinit.errors import NbinitError
 
 FIX_REQUIRED = (
     "request a GPU for this server (nvidia.com/gpu in the profile's extra_resource_limits) "
@@ -38,10 +39,12 @@ def run(ctx: Context) -> StepResult:
     )
     details = report.as_dict()
     if require is True and report.count == 0:
-        message = f"gpu.require is true but no usable GPU: {report.evidence()}: {FIX_REQUIRED}"
+        problem = f"gpu.require is true but no usable GPU: {report.evidence()}"
+        message = f"{problem}: {FIX_REQUIRED}"
         if ctx.mode == "start":
             # Not in pipeline.CRITICAL: only this policy makes the step fatal.
             ctx.log.fatal(message)
+            ctx.failure = NbinitError(problem, FIX_REQUIRED)
             return failed("gpu", "required GPU is absent", critical=True, **details)
         # postStart runs beside the server and must exit 0: report, do not kill.
         ctx.log.error(message)

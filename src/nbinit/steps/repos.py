@@ -13,7 +13,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-from nbinit import config, privilege
+from nbinit import privilege
 from nbinit.context import Context, StepResult, degraded, ok, skipped
 from nbinit.errors import NbinitError
 
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from nbinit import gitsync
 
 DOTFILE = ".nbinit.yaml"
+DOTFILE_SECONDS = 3.0  # wall clock for the child that reads it, within the deadline
+MAX_DOTFILE_WARNINGS = 5  # a dotfile of 1000 unknown keys is 6 lines, not 1000
 # Left for the steps after this one (gpu, hooks) and the exec, out of the deadline.
 RESERVE_SECONDS = 5.0
 RESERVE_SHARE = 0.25
@@ -53,18 +55,14 @@ def policy_for(ctx: Context) -> tuple[gitsync.Policy, dict[str, str]]:
 
 
 def read_dotfile(ctx: Context, home: str) -> list[dict[str, Any]]:
-    """The user's repos from ~/.nbinit.yaml, read with the user's rights, never root's."""
-    path = os.path.join(home, DOTFILE)
-    if not os.path.lexists(path):
-        # lstat follows nothing: the common case (no dotfile) costs no process as the user.
-        return []
-    timeout = max(1.0, ctx.deadline.cap(3.0))
-    data = privilege.read_file_as_user(
-        ctx.user, path, limit=config.MAX_CONFIG_BYTES, timeout=timeout
-    )
-    if data is None:
-        return []
-    repos, warnings = config.parse_dotfile(data, f"~/{DOTFILE}")
+    """The user's repos from ~/.nbinit.yaml, read and parsed as the user under limits."""
+    from nbinit import dotfile
+
+    timeout = ctx.deadline.cap(DOTFILE_SECONDS)
+    repos, warnings = dotfile.read(ctx.user, home, timeout)
+    if len(warnings) > MAX_DOTFILE_WARNINGS:
+        more = len(warnings) - MAX_DOTFILE_WARNINGS
+        warnings = warnings[:MAX_DOTFILE_WARNINGS] + [f"~/{DOTFILE}: {more} more warning(s)"]
     for warning in warnings:
         ctx.log.warning(warning)
     return repos
@@ -144,7 +142,13 @@ def run(ctx: Context) -> StepResult:
         return degraded("repos", f"{refused} repo(s) refused, none to sync")
     try:
         worker = gitsync.start_worker(
-            ctx.user, plans, policy, env, dry_run=ctx.dry_run, timeout=ctx.deadline.cap(5.0)
+            ctx.user,
+            plans,
+            policy,
+            env,
+            dry_run=ctx.dry_run,
+            timeout=ctx.deadline.cap(5.0),
+            problems_file=problems_file(ctx),
         )
     except (OSError, NbinitError, subprocess.TimeoutExpired) as exc:
         ctx.log.warning(f"cannot start the git worker as {ctx.user.name}: {exc}")
@@ -175,6 +179,14 @@ def run(ctx: Context) -> StepResult:
     if problems or refused:
         return degraded("repos", f"{problems + refused} repo problem(s)", **details)
     return ok("repos", f"{len(done)} repo(s) in sync", **details)
+
+
+def problems_file(ctx: Context) -> Optional[dict[str, str]]:
+    """The start's problems file for the worker to update when it finishes (None: off)."""
+    name = ctx.config.get("problems_file") or "off"
+    if ctx.mode != "start" or ctx.dry_run or name == "off":
+        return None
+    return {"name": name, "run": ctx.run_id}
 
 
 def _follow(ctx: Context, worker: gitsync.Worker, until: Optional[float]) -> tuple[list[Any], int]:

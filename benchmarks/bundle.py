@@ -33,7 +33,7 @@ def timed(argv: list[str]) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "nbinit.pyz"
-        data = bundle.build_zipapp(PROJECT / bundle.DEFAULT_WHEELS)
+        data, _ = bundle.build_zipapp(PROJECT / bundle.DEFAULT_WHEELS, ["/usr/bin/python3"])
         archive.write_bytes(data)
         config = Path(tmp) / "config.yaml"
         config.write_text("version: 1\n")

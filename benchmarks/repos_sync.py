@@ -4,10 +4,13 @@ Run as root (it uses the test sandbox, so git runs as jovyan exactly as in a pod
     .venv/bin/python benchmarks/repos_sync.py [--repos 20] [--mb 2] [--rounds 3]
 
 Prints `name: value unit (baseline value, ratio)`, baselines measured in the same run:
-- fresh sync: `nbinit start` (git.workers 8) vs a sequential `git clone --depth 1` loop and
-  `xargs -P8 git clone --depth 1`, all as jovyan, medians of --rounds;
-- restart with nothing changed upstream (target < 1 s for all 20);
-- time to exec with one hung server among the repos (target <= deadline + 0.5 s).
+- fresh sync: `nbinit start` for each --workers value (git.workers) vs a sequential
+  `git clone --depth 1` loop and `xargs -P8 git clone --depth 1`, all as jovyan, medians of
+  --rounds (target: the default within 1.10x of xargs);
+- restart with nothing changed upstream, per workers value (target <= 0.3 s for all 20);
+- time to exec with one hung server among the repos (target <= deadline + 0.5 s);
+- --many N repos (default 100, --many-mb each): time to exec (target < the deadline) and
+  the time until the sync, continued in the background, has finished.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from helpers.sandbox import Sandbox, available  # noqa: E402
 
 HOME = "/home/jovyan"
 DEADLINE = 5
+MANY_DEADLINE = 20  # the default deadline
 
 
-def script(urls: list[str], rounds: int) -> str:
+def script(urls: list[str], rounds: int, workers: list[int]) -> str:
     """One shell script run inside the container, so its setup is not measured."""
     as_user = f"setpriv --reuid=1000 --regid=100 --clear-groups env HOME={HOME}"
     listing = " ".join(shlex.quote(u) for u in urls)
@@ -57,18 +61,37 @@ def script(urls: list[str], rounds: int) -> str:
             f"'git clone -q --depth 1 {{}} {HOME}/par/$(basename {{}} .git)'",
             "t1=$(now)",
             f'echo "\\"xargs{r}\\": $(elapsed $t0 $t1),"',
-            # nbinit: the whole start up to exec
-            f"rm -rf {HOME}/nb {HOME}/.cache",
-            "t0=$(now)",
-            "nbinit start -- true 2>/dev/null",
-            "t1=$(now)",
-            f'echo "\\"nbinit{r}\\": $(elapsed $t0 $t1),"',
-            # restart, nothing changed upstream
-            "t0=$(now)",
-            "nbinit start -- true 2>/dev/null",
-            "t1=$(now)",
-            f'echo "\\"restart{r}\\": $(elapsed $t0 $t1),"',
         ]
+        for w in workers:
+            lines += [
+                f"cp /etc/nbinit/workers{w}.yaml /etc/nbinit/config.yaml",
+                # nbinit: the whole start up to exec
+                f"rm -rf {HOME}/nb {HOME}/.cache",
+                "t0=$(now)",
+                "nbinit start -- true 2>/dev/null",
+                "t1=$(now)",
+                f'echo "\\"nbinit{w}_{r}\\": $(elapsed $t0 $t1),"',
+                # restart, nothing changed upstream
+                "t0=$(now)",
+                "nbinit start -- true 2>/dev/null",
+                "t1=$(now)",
+                f'echo "\\"restart{w}_{r}\\": $(elapsed $t0 $t1),"',
+            ]
+    lines += [
+        # many repos: time to exec, then until the background sync has finished
+        "cp /etc/nbinit/many.yaml /etc/nbinit/config.yaml",
+        f"rm -rf {HOME}/nb {HOME}/.cache",
+        "t0=$(now)",
+        f"NBINIT_DEADLINE={MANY_DEADLINE} nbinit start -- true 2>/dev/null",
+        "t1=$(now)",
+        'echo "\\"many_exec\\": $(elapsed $t0 $t1),"',
+        "n=0",
+        f"while ! grep -qs '\"finished\": true' {HOME}/.cache/nbinit/repos.json; do",
+        '  n=$((n + 1)); [ "$n" -lt 6000 ] || break; sleep 0.1',  # at most 10 minutes
+        "done",
+        "t2=$(now)",
+        'echo "\\"many_done\\": $(elapsed $t0 $t2),"',
+    ]
     lines += [
         # a hung server among the repos: time to exec against the deadline
         "cp /etc/nbinit/hung.yaml /etc/nbinit/config.yaml",
@@ -82,14 +105,20 @@ def script(urls: list[str], rounds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def config(urls: list[str], workers: int) -> str:
+def schema_default(section: str, key: str) -> object:
+    from nbinit import schema
+
+    return schema.defaults()[section][key]
+
+
+def config(urls: list[str], workers: int, deadline: int = 120) -> str:
     """The admin config: every repo, git:// and http:// allowed (the hung server is http)."""
     import yaml
 
     return yaml.safe_dump(
         {
             "version": 1,
-            "deadline": 120,
+            "deadline": deadline,
             "git": {"allowed_schemes": ["git", "http"], "min_free_mb": 0, "workers": workers},
             "repos": [{"url": u, "dest": f"nb/{Path(u).stem}"} for u in urls],
         }
@@ -101,13 +130,19 @@ def main() -> int:
     parser.add_argument("--repos", type=int, default=20)
     parser.add_argument("--mb", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument(
+        "--workers", default="4,8", help="git.workers values to compare (comma-separated)"
+    )
+    parser.add_argument("--many", type=int, default=100, help="repos in the many-repo case")
+    parser.add_argument("--many-mb", type=float, default=0.5)
     parser.add_argument("--server", choices=["daemon", "http"], default="daemon")
     args = parser.parse_args()
     reason = available()
     if reason:
         print(f"repos_sync: skipped ({reason})", file=sys.stderr)
         return 1
+    workers = [int(w) for w in args.workers.split(",")]
+    default_workers = int(schema_default("git", "workers"))
     with tempfile.TemporaryDirectory(prefix="nbinit-bench-") as tmp:
         root = Path(tmp) / "srv"
         root.mkdir()
@@ -115,15 +150,22 @@ def main() -> int:
             pusher = Pusher(make_bare(root, f"repo{n:02d}"), Path(tmp) / "work" / str(n))
             size = int(args.mb * 1e6)
             pusher.publish({"data.bin": os.urandom(size // 2).hex(), "README.md": f"repo {n}\n"})
+        for n in range(args.many):
+            pusher = Pusher(make_bare(root, f"many{n:03d}"), Path(tmp) / "work" / f"m{n}")
+            size = int(args.many_mb * 1e6)
+            pusher.publish({"data.bin": os.urandom(size // 2).hex(), "README.md": f"many {n}\n"})
         server = GitDaemon(root) if args.server == "daemon" else GitHttpServer(root).start()
         hang = HangServer()
         urls = [server.url(f"repo{n:02d}") for n in range(args.repos)]
+        many = [server.url(f"many{n:03d}") for n in range(args.many)]
         box = Sandbox(Path(tmp) / "box")
         box.add_jovyan()
         box.mkdir(HOME, uid=1000, gid=100)
-        box.write("/etc/nbinit/config.yaml", config(urls, args.workers))
-        box.write("/etc/nbinit/hung.yaml", config([*urls, hang.url("hung")], args.workers))
-        box.write("/bench.sh", script(urls, args.rounds), mode=0o755)
+        for w in workers:
+            box.write(f"/etc/nbinit/workers{w}.yaml", config(urls, w))
+        box.write("/etc/nbinit/hung.yaml", config([*urls, hang.url("hung")], default_workers))
+        box.write("/etc/nbinit/many.yaml", config(many, default_workers, deadline=MANY_DEADLINE))
+        box.write("/bench.sh", script(urls, args.rounds, workers), mode=0o755)
         result = box.run(["sh", "/bench.sh"], timeout=1800)
         server.stop()
         hang.stop()
@@ -139,19 +181,33 @@ def main() -> int:
     def median(name: str) -> float:
         return statistics.median(data[f"{name}{r}"] for r in range(args.rounds))
 
-    seq, par, nb, restart = median("seq"), median("xargs"), median("nbinit"), median("restart")
+    seq, par = median("seq"), median("xargs")
     mb = args.repos * args.mb
     print(
         f"repos: {args.repos} x {args.mb:g} MB ({mb:g} MB) over {args.server}, "
-        f"git.workers {args.workers}, median of {args.rounds} rounds"
+        f"median of {args.rounds} rounds; default git.workers {default_workers}"
     )
+    for w in workers:
+        nb, restart = median(f"nbinit{w}_"), median(f"restart{w}_")
+        mark = " (the default)" if w == default_workers else ""
+        print(
+            f"fresh_sync_vs_xargs[workers={w}]{mark}: {nb:.2f} s "
+            f"(xargs -P8 git clone {par:.2f} s, ratio {nb / par:.2f}; target <= 1.10)"
+        )
+        print(
+            f"fresh_sync_vs_sequential[workers={w}]: {nb:.2f} s "
+            f"(git clone loop {seq:.2f} s, ratio {nb / seq:.2f})"
+        )
+        print(
+            f"restart_nothing_changed[workers={w}]: {restart:.2f} s "
+            f"(target 0.30 s, ratio {restart / 0.3:.2f})"
+        )
     print(
-        f"fresh_sync_vs_xargs: {nb:.2f} s (xargs -P8 git clone {par:.2f} s, ratio {nb / par:.2f})"
+        f"many_repos_time_to_exec: {data['many_exec']:.2f} s ({args.many} repos x "
+        f"{args.many_mb:g} MB, deadline {MANY_DEADLINE} s, ratio "
+        f"{data['many_exec'] / MANY_DEADLINE:.2f}); sync finished in the background after "
+        f"{data['many_done']:.2f} s"
     )
-    print(
-        f"fresh_sync_vs_sequential: {nb:.2f} s (git clone loop {seq:.2f} s, ratio {nb / seq:.2f})"
-    )
-    print(f"restart_nothing_changed: {restart:.2f} s (target 1.00 s, ratio {restart:.2f})")
     hung = data["hung"]
     print(
         f"time_to_exec_hung_server: {hung:.2f} s "

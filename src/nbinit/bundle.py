@@ -26,8 +26,9 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
 # (project, version, top-level packages, sha256 of the wheel). The versions are the newest
-# that still install on Python 3.9 (requests 2.33, urllib3 2.7 and PyYAML 6.0.4 need 3.10).
-# PyYAML has no pure wheel: its manylinux wheel is used and the C extension left out.
+# that still install on Python 3.9 (PyYAML 6.0.4 needs 3.10). PyYAML has no pure wheel: its
+# manylinux wheel is used and the C extension left out. certifi is the CA bundle for an
+# image without a system trust store; the fetch itself is the standard library's http.client.
 PINS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     (
         "certifi",
@@ -36,34 +37,10 @@ PINS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
         "1324c476b4811eff41a8bc2122cd0bbd4d9c7234c725446d99ab1612b3a7fdd2",
     ),
     (
-        "charset-normalizer",
-        "3.5.3",
-        ("charset_normalizer",),
-        "96e268b0cbda016ac519513294fcd17032264085b600abaac58b93049477e132",
-    ),
-    (
-        "idna",
-        "3.20",
-        ("idna",),
-        "ab7ae7122974553370f0bdb919e1a960b2cd1bc1ef0276416d896db81c14582c",
-    ),
-    (
         "PyYAML",
         "6.0.3",
         ("yaml",),
         "0150219816b6a1fa26fb4699fb7daa9caf09eb1999f3b70fb6e786805e80375a",
-    ),
-    (
-        "requests",
-        "2.32.5",
-        ("requests",),
-        "2462f94637a34fd532264295e186976db0f5d453d1cdd31473c85a6a161affb6",
-    ),
-    (
-        "urllib3",
-        "2.6.3",
-        ("urllib3",),
-        "bf272323e553dfb2e87d9bfd225ca7b0f467b919d7bbd355436d3fd37cb0acd4",
     ),
 )
 
@@ -77,19 +54,11 @@ FIXED_MTIME = 315532800  # the same instant, for the files of the tree
 COMPRESS_LEVEL = 9
 
 SHEBANG = b"#!/usr/bin/env python3\n"
-MAIN = """\
-# nbinit as one file: this archive is sys.path[0], so its packages come before the image's.
-import sys
-
-if sys.version_info < (3, 9):
-    found = "%d.%d" % sys.version_info[:2]
-    sys.stderr.write("nbinit: error: needs Python 3.9 or newer, this is " + found + "\\n")
-    sys.exit(1)
-
-from nbinit.cli import main
-
-sys.exit(main())
-"""
+MAIN_SOURCE = Path(__file__).resolve().parent / "zipmain.py"
+COMPILER = Path(__file__).resolve().parent / "bytecode.py"
+# The interpreters images have (docker-stacks and NGC: 3.12; Debian 12: 3.11; Ubuntu 22.04:
+# 3.10; RHEL 9: 3.9; Ubuntu 24.10 and newer stacks: 3.13), looked for when none is named.
+PYTHON_VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
 
 # Where each file of the tree goes (relative to the image's /), what it is, and its mode.
 # One tree for every image: a hook directory that an image does not use is simply inert.
@@ -230,7 +199,7 @@ def collect(wheels: Path) -> list[Entry]:
     if None in found:
         fetch_wheels(wheels)
         found = [find_wheel(wheels, p, v, h) for p, v, _, h in PINS]
-    entries = [Entry("__main__.py", MAIN.encode())]
+    entries = [Entry("__main__.py", MAIN_SOURCE.read_bytes())]
     manifest = ["nbinit and the pure-Python code of these projects (licences beside this file):"]
     for (project, version, packages, sha256), path in zip(PINS, found):
         if path is None:
@@ -249,6 +218,74 @@ def collect(wheels: Path) -> list[Entry]:
     return sorted(entries, key=lambda e: e.name)
 
 
+def find_pythons() -> list[str]:
+    """The interpreters of PYTHON_VERSIONS on this machine: PATH, /usr, /usr/local, pyenv."""
+    import glob
+    import shutil
+
+    found = [os.path.realpath(sys.executable)]  # a venv's python is its base's
+    for version in PYTHON_VERSIONS:
+        found += [shutil.which(f"python{version}") or ""]
+        found += glob.glob(f"/usr/local/bin/python{version}") + glob.glob(
+            f"/usr/bin/python{version}"
+        )
+        found += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python3")))
+    return [p for p in dict.fromkeys(found) if p]
+
+
+def bytecode_entries(
+    entries: list[Entry], pythons: list[str], strict: bool = False
+) -> tuple[list[Entry], list[str]]:
+    """The sources compiled by each interpreter, under `pyc.<magic>/` (zipmain loads them).
+
+    Returns the entries and a line per interpreter used. One set per magic number: two
+    interpreters of the same minor version (3.12.1 and 3.12.7) share one. An interpreter
+    that cannot run (a pyenv shim without that version) is skipped, or with `strict` (the
+    builder named it) is an error.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    sources = zipapp_bytes([e for e in entries if e.name.endswith(".py") and "/" in e.name])[
+        len(SHEBANG) :
+    ]
+    env = {"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+    def compile_with(python: str) -> tuple[str, bytes, str]:
+        try:
+            result = subprocess.run(
+                [python, "-S", "-s", str(COMPILER)],
+                input=sources,
+                capture_output=True,
+                env=env,
+                timeout=300,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return python, b"", str(exc)
+        if result.returncode != 0 or not result.stdout.startswith(b"PK"):
+            last = result.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
+            return python, b"", last[-1]
+        return python, result.stdout, ""
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(compile_with, pythons))
+    failed = [(python, why) for python, _, why in results if why]
+    if strict and failed:
+        python, why = failed[0]
+        raise BundleError(f"cannot compile with {python}: {why}: name an interpreter that runs")
+    compiled = [(python, data) for python, data, why in results if not why]
+    out: dict[str, list[Entry]] = {}
+    used = []
+    for python, archive_bytes in compiled:
+        with zipfile.ZipFile(io.BytesIO(archive_bytes)) as archive:
+            names = archive.namelist()
+            magic = archive.read(names[0])[:4].hex()
+            if magic in out:
+                continue
+            out[magic] = [Entry(f"pyc.{magic}/{n}", archive.read(n)) for n in names]
+        used.append(f"{python} (magic {magic})")
+    return [e for magic in sorted(out) for e in out[magic]], used
+
+
 def zipapp_bytes(entries: list[Entry], shebang: bytes = SHEBANG) -> bytes:
     """Shebang + a zip whose every header is fixed: the same entries give the same bytes."""
     buffer = io.BytesIO()
@@ -263,8 +300,17 @@ def zipapp_bytes(entries: list[Entry], shebang: bytes = SHEBANG) -> bytes:
     return buffer.getvalue()
 
 
-def build_zipapp(wheels: Path = DEFAULT_WHEELS) -> bytes:
-    return zipapp_bytes(collect(wheels))
+def build_zipapp(
+    wheels: Path = DEFAULT_WHEELS, pythons: Optional[list[str]] = None, strict: bool = False
+) -> tuple[bytes, list[str]]:
+    """The zipapp, with bytecode for each interpreter in `pythons` (none when empty), and a
+    line per interpreter whose bytecode it carries."""
+    entries = collect(wheels)
+    used: list[str] = []
+    if pythons:
+        compiled, used = bytecode_entries(entries, pythons, strict)
+        entries = sorted(entries + compiled, key=lambda e: e.name)
+    return zipapp_bytes(entries), used
 
 
 def write_file(path: Path, data: bytes, mode: int) -> None:
@@ -550,6 +596,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         help="pinned wheels of the jupyterhub-singleuser runtimes the tree carries "
         f"(default {DEFAULT_RUNTIME_WHEELS}; downloaded when missing)",
     )
+    parser.add_argument(
+        "--python",
+        action="append",
+        metavar="PATH",
+        help="also carry bytecode compiled by this interpreter (repeat; 'none' for sources "
+        f"only; default: every Python {PYTHON_VERSIONS[0]}-{PYTHON_VERSIONS[-1]} found here)",
+    )
     args = parser.parse_args(argv)
     if not (args.output or args.tree or args.fetch_only):
         parser.error("give -o FILE, --tree DIR or --fetch-only")
@@ -559,8 +612,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                 fetch_wheels(args.wheels)
             fetch_runtime_wheels(args.runtime_wheels)
             return 0
-        data = build_zipapp(args.wheels)
+        pythons = find_pythons() if args.python is None else args.python
+        named = args.python is not None  # named interpreters must work; found ones may not
+        data, used = build_zipapp(args.wheels, [p for p in pythons if p != "none"], named)
         digest = _sha256(data)
+        for line in used:
+            print(f"bytecode: {line}")
         if args.output:
             write_file(args.output, data, 0o755)
             print(f"{args.output}: {len(data)} bytes, sha256 {digest}")

@@ -124,6 +124,10 @@ def _dispatch(words: list[str]) -> int:
         from nbinit import commands
 
         return commands.start(parse_start_command(words[1:]))
+    if words == ["poststart"]:  # every pod's postStart hook: the same shortcut
+        from nbinit import commands
+
+        return commands.poststart()
     if words == ["ready"]:  # every few seconds in every pod: no argparse, no pipeline
         from nbinit import readiness
 

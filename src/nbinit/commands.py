@@ -9,7 +9,7 @@ import sys
 from typing import Optional
 
 from nbinit import pipeline, status
-from nbinit.context import Context, Deadline
+from nbinit.context import Context, Deadline, process_start
 from nbinit.errors import EXIT_DEGRADED, EXIT_FATAL, EXIT_OK, NbinitError
 from nbinit.log import Log, escape
 
@@ -23,13 +23,13 @@ def deadline_from_env(env: dict[str, str], log: Log) -> Deadline:
             seconds = float(raw)
             if not 0 < seconds <= 600:
                 raise ValueError
-            return Deadline(seconds, fixed=True)
+            return Deadline(seconds, start=process_start(), fixed=True)
         except ValueError:
             log.warning(
                 f"NBINIT_DEADLINE={raw!r} is not a number of seconds from 1 to 600: "
                 f"using the config's deadline"
             )
-    return Deadline(DEFAULT_DEADLINE)
+    return Deadline(DEFAULT_DEADLINE, start=process_start())
 
 
 def make_context(mode: str, command: Optional[list[str]] = None) -> Context:

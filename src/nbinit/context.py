@@ -74,6 +74,23 @@ def failed(name: str, reason: str, **details: Any) -> StepResult:
 MUST_RUN_FLOOR = 2.0
 
 
+def process_start() -> float:
+    """When this process started, on the monotonic clock (now, where /proc cannot say).
+
+    The hub's clock runs from before the interpreter started: on a node where a class
+    starts at once, the interpreter's own start and imports take seconds, and a deadline
+    counted from nbinit's first line would let the exec come that much late.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # since boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic()
+    return time.monotonic() - min(max(age, 0.0), 60.0)
+
+
 class Deadline:
     """One wall-clock budget for everything before exec, measured on the monotonic clock.
 

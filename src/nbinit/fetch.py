@@ -1,11 +1,12 @@
 """Fetch the admin config: https, http, file:// or a plain path, under one hard deadline.
 
 The rules (research note R-HTTP-1..7): connect and read timeouts on every request plus one
-overall deadline enforced outside requests; a byte cap checked on Content-Length and counted
-while streaming; redirects only to the same scheme, host and port; the token only ever sent
-as `Authorization` to that origin; an optional sha256 pin; a few short, logged retries.
-`requests` is imported only when an http(s) URL is fetched, and `urllib.parse` and
-`hashlib` only when used: each costs every pod start milliseconds.
+overall deadline enforced outside the client; a byte cap checked on Content-Length and
+counted while streaming; redirects only to the same scheme, host and port; the token only
+ever sent as `Authorization` to that origin; an optional sha256 pin; a few short, logged
+retries with jittered backoff that honours Retry-After. The client is the standard library's
+http.client (one GET needs nothing more), imported only when an http(s) URL is fetched, and
+`ssl`, `urllib.parse` and `hashlib` only when used: each costs every pod start milliseconds.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from nbinit.errors import NbinitError
 from nbinit.log import Log
 
 if TYPE_CHECKING:
-    import requests
+    import http.client
+    import ssl
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
@@ -46,8 +48,8 @@ FIX_CA = "give its CA with REQUESTS_CA_BUNDLE (or NBINIT_CA_BUNDLE), or fix the 
 
 
 class _DeadlineExpired(BaseException):
-    """Raised by the SIGALRM handler; a BaseException so no `except Exception` inside
-    requests or urllib3 can swallow it."""
+    """Raised by the SIGALRM handler; a BaseException so no `except Exception` inside the
+    HTTP client can swallow it."""
 
 
 def safe_url(url: str) -> str:
@@ -243,7 +245,7 @@ def _seconds(value: float) -> str:
 def _within(seconds: float, work: Callable[[], bytes]) -> bytes:
     """Run work, cut off after `seconds` whatever it is blocked on.
 
-    requests' read timeout is per read: a server that trickles a byte a second is never cut
+    A socket's read timeout is per read: a server that trickles a byte a second is never cut
     off by it, and a check inside the read loop never gets control. In the main thread a
     SIGALRM interrupts the blocked read; elsewhere (no signals there) the work runs in a
     daemon thread that is abandoned at the deadline.
@@ -297,12 +299,6 @@ def _fetch_with_retries(
     retries: int,
     log: Log,
 ) -> bytes:
-    import requests
-
-    session = requests.Session()
-    # trust_env would also read ~/.netrc and CA/proxy variables behind our back: proxies and
-    # the CA bundle are taken from the environment explicitly below instead.
-    session.trust_env = False
     headers = {
         "User-Agent": f"nbinit/{__version__}",
         "Accept": "application/yaml, text/yaml, text/plain;q=0.9, */*;q=0.1",
@@ -311,38 +307,47 @@ def _fetch_with_retries(
     }
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    verify: Any = (
-        os.environ.get("NBINIT_CA_BUNDLE")
-        or os.environ.get("REQUESTS_CA_BUNDLE")
-        or os.environ.get("CURL_CA_BUNDLE")
-        or True
-    )
     attempts = retries + 1
-    try:
-        for attempt in range(1, attempts + 1):
-            try:
-                return _fetch_once(session, url, shown, headers, verify, limit, started, max_bytes)
-            except _Retryable as exc:
-                backoff = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (attempt - 1))
-                wait = backoff if exc.retry_after is None else min(RETRY_AFTER_MAX, exc.retry_after)
-                elapsed = time.monotonic() - started
-                if attempt == attempts or elapsed + wait >= limit:
-                    tried = f"{attempt} attempt{'s' * (attempt > 1)}"
-                    if attempt < attempts:
-                        tried += f", no time left for a retry within {_seconds(limit)}s"
-                    raise NbinitError(f"{shown}: {exc.problem} ({tried})", exc.fix) from None
-                log.info(
-                    f"fetch {shown}: {exc.problem}; retry {attempt}/{retries} in {wait:.1f}s "
-                    f"(elapsed {elapsed:.1f}s of {_seconds(limit)}s)"
-                )
-                time.sleep(wait)
-    finally:
-        session.close()
+    for attempt in range(1, attempts + 1):
+        try:
+            return _fetch_once(url, shown, headers, limit, started, max_bytes)
+        except _Retryable as exc:
+            elapsed = time.monotonic() - started
+            wait = backoff_seconds(attempt, exc.retry_after)
+            if attempt == attempts or elapsed + wait >= limit:
+                tried = f"{attempt} attempt{'s' * (attempt > 1)}"
+                if attempt < attempts:
+                    tried += f", no time left for a retry within {_seconds(limit)}s"
+                raise NbinitError(f"{shown}: {exc.problem} ({tried})", exc.fix) from None
+            log.info(
+                f"fetch {shown}: {exc.problem}; retry {attempt}/{retries} in {wait:.1f}s "
+                f"(elapsed {elapsed:.1f}s of {_seconds(limit)}s)"
+            )
+            time.sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def backoff_seconds(attempt: int, retry_after: Optional[float] = None) -> float:
+    """How long to wait before retry number `attempt` (1, 2, ...): jittered and exponential.
+
+    A class of pods that failed together must not come back together: each wait is drawn
+    from the upper half of its exponential step (0.25-0.5 s, 0.5-1 s, ... up to BACKOFF_MAX).
+    A server's Retry-After is a floor, never undercut; one longer than RETRY_AFTER_MAX is cut
+    to it (urllib3 would wait up to 6 hours and stall the spawn). The jitter comes from
+    os.urandom: `random` is an import a start without retries would not pay for.
+    """
+    step = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (attempt - 1))
+    spread = int.from_bytes(os.urandom(2), "big") / 0xFFFF
+    wait = step * (0.5 + spread / 2)
+    if retry_after is None:
+        return wait
+    if retry_after >= RETRY_AFTER_MAX:
+        return RETRY_AFTER_MAX
+    return min(RETRY_AFTER_MAX, retry_after + wait / 2)
+
+
 class _Retryable(NbinitError):
-    """A failure worth another try: connection refused, a timeout, HTTP 429/5xx."""
+    """A failure worth another try: connection refused or reset, a timeout, HTTP 429/5xx."""
 
     def __init__(self, problem: str, fix: str, retry_after: Optional[float] = None) -> None:
         super().__init__(problem, fix)
@@ -350,59 +355,126 @@ class _Retryable(NbinitError):
 
 
 def _fetch_once(
-    session: requests.Session,
     url: str,
     shown: str,
     headers: dict[str, str],
-    verify: Any,
     limit: float,
     started: float,
     max_bytes: int,
 ) -> bytes:
-    """One GET, following at most MAX_REDIRECTS same-origin redirects by hand."""
-    import requests
+    """One GET, following at most MAX_REDIRECTS same-origin redirects by hand.
+
+    http.client, not requests: requests with urllib3, idna and charset_normalizer cost a
+    pod 25-30 ms of imports (hundreds without bytecode) for one GET; the rules here are
+    the same (verified TLS, same-origin redirects, byte cap, deadline, no netrc).
+    """
+    import http.client
 
     first = _origin(url)
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         # Slightly past the time left, so the overall deadline (one clear message) wins.
         left = max(0.1, limit - (time.monotonic() - started)) + 0.5
+        connection, target, proxy_headers = _connection(current, min(CONNECT_TIMEOUT, left))
         try:
-            response = session.get(
-                current,
-                headers=headers,
-                # Redirects are followed below, after the origin check: requests would
-                # forward custom headers to any host and keep Authorization on http->https.
-                allow_redirects=False,
-                stream=True,
-                timeout=(min(CONNECT_TIMEOUT, left), min(READ_TIMEOUT, left)),
-                verify=verify,
-                proxies=_proxies(current),
-            )
-        except requests.exceptions.SSLError as exc:
-            raise NbinitError(f"{shown}: TLS failure ({_tls_reason(exc)})", FIX_CA) from None
-        except requests.exceptions.Timeout:
-            raise _Retryable("timed out waiting for the server", FIX_SERVER) from None
-        except requests.exceptions.ConnectionError as exc:
-            raise _Retryable(f"cannot connect ({_connect_reason(exc)})", FIX_SERVER) from None
-        except requests.exceptions.RequestException as exc:
-            raise NbinitError(f"{shown}: request failed ({type(exc).__name__})", FIX_URL) from None
-        with response:
-            if response.status_code in REDIRECT_STATUSES:
-                current = _next_location(response, current, first, shown)
+            try:
+                connection.connect()
+                if connection.sock is not None:
+                    connection.sock.settimeout(min(READ_TIMEOUT, left))
+                connection.request("GET", target, headers={**headers, **proxy_headers})
+                response = connection.getresponse()
+            except OSError as exc:  # ssl.SSLError is one; ssl is imported only for https
+                if _is_tls_error(exc):
+                    raise NbinitError(
+                        f"{shown}: TLS failure ({_tls_reason(exc)})", FIX_CA
+                    ) from None
+                if _is_timeout(exc):
+                    raise _Retryable("timed out waiting for the server", FIX_SERVER) from None
+                raise _Retryable(f"cannot connect ({_connect_reason(exc)})", FIX_SERVER) from None
+            except http.client.HTTPException as exc:
+                raise _Retryable(f"cannot connect ({_connect_reason(exc)})", FIX_SERVER) from None
+            if response.status in REDIRECT_STATUSES:
+                current = _next_location(response.getheader("Location", ""), current, first, shown)
                 continue
             return _read_body(response, shown, max_bytes)
+        finally:
+            connection.close()
     raise NbinitError(
         f"{shown}: more than {MAX_REDIRECTS} redirects", "point NBINIT_CONFIG_URL at the final URL"
     )
 
 
-def _next_location(
-    response: requests.Response, current: str, first: tuple[str, str, int], shown: str
-) -> str:
+def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+    """A connection for the URL, the request target to send, and headers for a proxy.
+
+    Through a proxy the environment names: https tunnels with CONNECT (the proxy sees only
+    the host), plain http sends the absolute URL to the proxy.
+    """
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    scheme, host, port = _origin(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    proxy = _proxy_for(url)
+    address = (proxy[0], proxy[1]) if proxy else (host, port)
+    connection: http.client.HTTPConnection
+    if scheme == "https":
+        connection = http.client.HTTPSConnection(*address, timeout=timeout, context=_tls_context())
+        if proxy:
+            connection.set_tunnel(host, port, headers=proxy[2])
+        return connection, target, {}
+    connection = http.client.HTTPConnection(*address, timeout=timeout)
+    if proxy:
+        return connection, _show_origin((scheme, host, port)) + target, proxy[2]
+    return connection, target, {}
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Verified TLS: the CA bundle the environment names, else the system's trust store.
+
+    The system store is what git and curl in the same image trust (and where an admin puts
+    an internal CA); certifi's bundle is the fallback for an image without one.
+    """
+    import ssl
+
+    cafile = (
+        os.environ.get("NBINIT_CA_BUNDLE")
+        or os.environ.get("REQUESTS_CA_BUNDLE")
+        or os.environ.get("CURL_CA_BUNDLE")
+    )
+    if not cafile:
+        paths = ssl.get_default_verify_paths()
+        if paths.cafile is None and paths.capath is None:
+            with contextlib.suppress(ImportError):
+                import certifi
+
+                cafile = certifi.where()
+    try:
+        return ssl.create_default_context(cafile=cafile or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise NbinitError(
+            f"cannot load the CA bundle {cafile}: {getattr(exc, 'strerror', None) or exc}",
+            "point NBINIT_CA_BUNDLE (or REQUESTS_CA_BUNDLE) at a readable PEM file",
+        ) from None
+
+
+def _is_tls_error(exc: BaseException) -> bool:
+    import sys
+
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(exc, ssl.SSLError)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    import socket
+
+    return isinstance(exc, (TimeoutError, socket.timeout))
+
+
+def _next_location(location: str, current: str, first: tuple[str, str, int], shown: str) -> str:
     from urllib.parse import urljoin
 
-    location = response.headers.get("Location", "")
     if not location:
         raise NbinitError(f"{shown}: redirect without a Location", FIX_SERVER)
     target = urljoin(current, location)
@@ -417,12 +489,12 @@ def _next_location(
     raise NbinitError(f"{shown}: {problem}", "point NBINIT_CONFIG_URL at the final URL")
 
 
-def _read_body(response: requests.Response, shown: str, max_bytes: int) -> bytes:
-    status = response.status_code
+def _read_body(response: http.client.HTTPResponse, shown: str, max_bytes: int) -> bytes:
+    status = response.status
     if status != 200:
         reason = f"HTTP {status} {response.reason or ''}".strip()
         if status in RETRY_STATUSES:
-            raise _Retryable(reason, FIX_SERVER, _retry_after(response))
+            raise _Retryable(reason, FIX_SERVER, _retry_after(response.getheader("Retry-After")))
         if status in (401, 403):
             raise NbinitError(f"{shown}: {reason}", "check NBINIT_CONFIG_TOKEN")
         raise NbinitError(f"{shown}: {reason}", FIX_URL)
@@ -430,7 +502,7 @@ def _read_body(response: requests.Response, shown: str, max_bytes: int) -> bytes
         f"{shown}: body larger than {max_bytes} bytes",
         "serve the config itself (not a bundle or an error page), or raise fetch.max_bytes",
     )
-    declared = response.headers.get("Content-Length", "")
+    declared = response.getheader("Content-Length", "") or ""
     if declared.isdigit() and int(declared) > max_bytes:
         raise too_big
     body = bytearray()
@@ -441,20 +513,24 @@ def _read_body(response: requests.Response, shown: str, max_bytes: int) -> bytes
     return bytes(body)
 
 
-def _chunks(response: requests.Response) -> Iterator[bytes]:
-    import requests
+def _chunks(response: http.client.HTTPResponse) -> Iterator[bytes]:
+    import http.client
 
-    try:
-        yield from response.iter_content(CHUNK)
-    except (requests.exceptions.RequestException, OSError) as exc:
-        raise _Retryable(
-            f"connection broken while reading ({type(exc).__name__})", FIX_SERVER
-        ) from None
+    while True:
+        try:
+            chunk = response.read1(CHUNK)
+        except (http.client.HTTPException, OSError) as exc:
+            raise _Retryable(
+                f"connection broken while reading ({type(exc).__name__})", FIX_SERVER
+            ) from None
+        if not chunk:
+            return
+        yield chunk
 
 
-def _retry_after(response: requests.Response) -> Optional[float]:
+def _retry_after(value: Optional[str]) -> Optional[float]:
     """Seconds from a Retry-After header (a number or an HTTP date), else None."""
-    value = response.headers.get("Retry-After", "").strip()
+    value = (value or "").strip()
     if not value:
         return None
     if value.isdigit():
@@ -466,13 +542,33 @@ def _retry_after(response: requests.Response) -> Optional[float]:
     return None
 
 
-def _proxies(url: str) -> dict[str, str]:
-    """Proxies from the environment (honouring NO_PROXY), read only when some are set."""
-    if not any(os.environ.get(name) for name in PROXY_VARIABLES):
-        return {}
-    from requests.utils import get_environ_proxies
+def _proxy_for(url: str) -> Optional[tuple[str, int, dict[str, str]]]:
+    """(host, port, headers) of the proxy the environment names for this URL, if any.
 
-    return dict(get_environ_proxies(url))
+    Read only when a proxy variable is set; NO_PROXY is honoured as curl and requests do.
+    """
+    if not any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return None
+    import urllib.request
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme.lower()) or proxies.get("all")
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if not proxy or bypass(parts.hostname or "", proxies):
+        return None
+    if "://" not in proxy:
+        proxy = f"http://{proxy}"
+    _, host, port = _origin(proxy)
+    headers = {}
+    proxy_parts = urlsplit(proxy)
+    if proxy_parts.username:
+        import base64
+
+        pair = f"{unquote(proxy_parts.username)}:{unquote(proxy_parts.password or '')}"
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    return host, port, headers
 
 
 def _tls_reason(exc: Exception) -> str:

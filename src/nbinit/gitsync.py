@@ -82,10 +82,11 @@ class Policy:
     allowed_hosts: tuple[str, ...] = ()
     submodules: bool = False
     timeout: float = 60.0
-    workers: int = 4
+    workers: int = 8
     min_free_mb: int = 500
     credential_helper: str = ""
     token_hosts: tuple[str, ...] = ()
+    mirror: str = ""
 
     @classmethod
     def from_section(cls, section: Optional[dict[str, Any]]) -> Policy:
@@ -96,9 +97,10 @@ class Policy:
             allowed_hosts=tuple(h.lower() for h in section.get("allowed_hosts", ())),
             submodules=bool(section.get("submodules", False)),
             timeout=float(section.get("timeout", 60)),
-            workers=int(section.get("workers", 4)),
+            workers=int(section.get("workers", 8)),
             min_free_mb=int(section.get("min_free_mb", 500)),
             credential_helper=str(section.get("credential_helper", "")),
+            mirror=str(section.get("mirror", "")),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -166,6 +168,32 @@ def _parse(url: str) -> tuple[str, str, str, bool]:
         if scp:
             return "ssh", scp.group("host").lower(), scp.group("path"), False
     return "file", "", url, False
+
+
+def mirror_repo(mirror: str, url: str) -> tuple[str, str]:
+    """(path of url's mirror under the mirror root, '' or why it cannot be used).
+
+    `https://git.example.org/team/tutorials.git` -> `<mirror>/git.example.org/team/tutorials.git`:
+    the layout `git clone --mirror URL <mirror>/<host>/<path>` leaves (a CronJob keeps it
+    fresh with `git remote update`). Only a bare repository's shape is checked here (no
+    process); a mirror that breaks the clone is found by the clone, which then runs alone.
+    """
+    _, host, path, _ = _parse(url)
+    parts = [p for p in path.strip("/").split("/") if p]
+    if not host or not parts or any(p in (".", "..") or p.startswith("-") for p in parts):
+        return "", f"no mirror path for {shown_url(url)}"
+    if not parts[-1].endswith(".git"):
+        parts[-1] += ".git"
+    repo = os.path.join(mirror, host, *parts)
+    if not os.path.isdir(mirror):
+        return repo, "missing (no such directory: is the volume mounted?)"
+    if not os.path.exists(repo):
+        return repo, "missing (no mirror of this repo)"
+    if not (
+        os.path.isfile(os.path.join(repo, "HEAD")) and os.path.isdir(os.path.join(repo, "objects"))
+    ):
+        return repo, "not a bare git repository (corrupt?)"
+    return repo, ""
 
 
 def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
@@ -420,11 +448,18 @@ class GitFailed(Exception):
 
 
 # A reset or an empty reply is usually a blip (a proxy or load balancer dropping one
-# connection): network commands get one quick retry, inside their own time limit. A failed
-# clone leaves its (temporary, empty) target directory, so the retry clones into it again.
+# connection), and HTTP 429/502/503/504 a server busy with a class starting at once: network
+# commands are retried with the config fetch's jittered exponential backoff (so pods that
+# failed together do not come back together), the server's Retry-After as a floor, inside
+# their own time limit. A failed clone leaves its (temporary, empty) target directory, so
+# the retry clones into it again. git 2.39 neither retries nor shows Retry-After: curl's
+# trace (headers only, credentials redacted by git) goes to a private file that is read
+# after a busy answer and deleted.
 RETRIED = ("ls-remote", "fetch", "clone")
 TRANSIENT = ("Empty reply from server", "Connection reset by peer", "Recv failure")
-RETRY_PAUSE = 0.5
+_BUSY = re.compile(r"(?:returned error:|HTTP) (?:429|502|503|504)\b")
+_RETRY_AFTER = re.compile(rb"Recv header: Retry-After: *(\d{1,6})\s", re.IGNORECASE)
+RETRY_ATTEMPTS = 4
 
 
 class Runner:
@@ -445,6 +480,11 @@ class Runner:
         self.options = git_options(policy, hooks_dir, env)
         self.terminal = terminal
         self.secrets = tuple(v for k, v in env.items() if k == "NBINIT_GIT_TOKEN" and v)
+        self.trace_dir = ""  # made on the first network command, removed by close()
+
+    def close(self) -> None:
+        if self.trace_dir:
+            privilege.remove_tree(self.trace_dir)
 
     def run(
         self,
@@ -463,24 +503,56 @@ class Runner:
         limit = self.policy.timeout if timeout is None else timeout
         started = time.monotonic()
         try:
-            result = self._run_once(argv, repo, limit, stream)
-            left = limit - (time.monotonic() - started) - RETRY_PAUSE
-            if args[0] in RETRIED and left > 1.0 and self._transient(result):
-                time.sleep(RETRY_PAUSE)
-                result = self._run_once(argv, repo, left, stream)
+            if args[0] not in RETRIED:
+                result = self._run_once(argv, repo, limit, stream)
+            else:
+                result = self._run_retried(argv, repo, limit, stream, started)
         except subprocess.TimeoutExpired:
             raise GitFailed(f"git {args[0]} timed out after {limit:g}s") from None
         if check and result.returncode != 0:
             raise GitFailed(f"git {args[0]} failed: {self.last_line(result)}")
         return result
 
-    def _run_once(
-        self, argv: list[str], repo: Optional[str], limit: float, stream: bool
+    def _run_retried(
+        self, argv: list[str], repo: Optional[str], limit: float, stream: bool, started: float
     ) -> subprocess.CompletedProcess[bytes]:
+        """A network command: retried while transient and there is time; never past limit."""
+        from nbinit.fetch import backoff_seconds
+
+        if not self.trace_dir:
+            self.trace_dir = tempfile.mkdtemp(prefix="nbinit-git-trace-")
+        attempt = 0
+        while True:
+            attempt += 1
+            trace = os.path.join(self.trace_dir, f"{threading.get_ident()}-{attempt}")
+            left = limit - (time.monotonic() - started)
+            try:
+                result = self._run_once(argv, repo, left, stream, trace)
+                if attempt == RETRY_ATTEMPTS or not self._transient(result):
+                    return result
+                wait = backoff_seconds(attempt, self._retry_after(trace))
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(trace)
+            if limit - (time.monotonic() - started) - wait < 1.0:
+                return result  # no time for another try: report this one
+            time.sleep(wait)
+
+    def _run_once(
+        self,
+        argv: list[str],
+        repo: Optional[str],
+        limit: float,
+        stream: bool,
+        trace: str = "",
+    ) -> subprocess.CompletedProcess[bytes]:
+        env = self.env
+        if trace:
+            env = {**env, "GIT_TRACE_CURL": trace, "GIT_TRACE_CURL_NO_DATA": "1"}
         return privilege.run_as_user(
             None,
             argv,
-            env=self.env,
+            env=env,
             timeout=limit,
             cwd=repo or self.empty_dir,
             capture=not (stream and self.terminal),
@@ -488,8 +560,21 @@ class Runner:
 
     @staticmethod
     def _transient(result: subprocess.CompletedProcess[bytes]) -> bool:
+        if result.returncode == 0:
+            return False
         text = (result.stderr or b"").decode("utf-8", "replace")
-        return result.returncode != 0 and any(sign in text for sign in TRANSIENT)
+        return any(sign in text for sign in TRANSIENT) or _BUSY.search(text) is not None
+
+    @staticmethod
+    def _retry_after(trace: str) -> Optional[float]:
+        """The last Retry-After (in seconds) a server sent in this command, if any."""
+        try:
+            with open(trace, "rb") as handle:
+                text = handle.read(1 << 20)  # headers only: small; bounded all the same
+        except OSError:
+            return None
+        found = _RETRY_AFTER.findall(text)
+        return float(found[-1]) if found else None
 
     def last_line(self, result: subprocess.CompletedProcess[bytes]) -> str:
         text = (result.stderr or b"").decode("utf-8", "replace")
@@ -814,7 +899,7 @@ class RepoSync:
                 args.append(f"--branch={self.plan.branch}")
             if self.git.terminal:
                 args.append("--progress")
-            self.git.run([*args, "--", self.plan.url, tmp], stream=True)
+            mirror_note = self.clone_into(args, tmp)
             # Checked again right before the write that makes the clone visible.
             ensure_inside(self.home, self.path)
             if os.path.lexists(self.path):
@@ -826,8 +911,52 @@ class RepoSync:
             if os.path.lexists(tmp):
                 privilege.remove_tree(tmp)
         branch = current_branch(os.path.join(self.path, ".git"))
-        return self.result(
-            "cloned", f"cloned {self.plan.shown} into {self.plan.dest} ({branch or 'detached'})"
+        message = f"cloned {self.plan.shown} into {self.plan.dest} ({branch or 'detached'})"
+        if mirror_note:
+            return self.result("cloned", f"{message}; {mirror_note}", "WARNING")
+        return self.result("cloned", message)
+
+    def clone_into(self, args: list[str], tmp: str) -> str:
+        """Clone into tmp, borrowing from git.mirror when there is one; '' or a mirror note.
+
+        With the mirror the server sends only what the mirror lacks; --dissociate then
+        copies the borrowed objects, so the clone works after the mirror is gone. A mirror
+        that is missing, stale or breaks the clone never fails it: the note (a WARNING)
+        says so, and a broken one is dropped for a clone from the server alone.
+        """
+        source = ["--", self.plan.url, tmp]
+        if not self.policy.mirror:
+            self.git.run([*args, *source], stream=True)
+            return ""
+        mirror, problem = mirror_repo(self.policy.mirror, self.plan.url)
+        fix = "cloned from the server alone; refresh or fix the mirror (git.mirror)"
+        if problem:
+            self.git.run([*args, *source], stream=True)
+            return f"mirror {mirror or self.policy.mirror}: {problem}: {fix}"
+        borrowing = ["--reference-if-able", mirror, "--dissociate"]
+        try:
+            self.git.run([*args, *borrowing, *source], stream=True)
+        except GitFailed as exc:
+            privilege.remove_tree(tmp)
+            try:
+                os.mkdir(tmp, 0o700)
+            except OSError as error:
+                raise NbinitError(
+                    f"cannot clone again into {tmp}: {error.strerror}", "run sync again"
+                ) from None
+            self.git.run([*args, *source], stream=True)
+            return f"mirror {mirror}: the clone borrowing from it failed ({exc}): {fix}"
+        sha = read_ref(os.path.join(tmp, ".git"), "HEAD")
+        if not sha or self.git.ok(["--git-dir", mirror, "cat-file", "-e", f"{sha}^{{commit}}"]):
+            return ""
+        branch = current_branch(os.path.join(tmp, ".git")) or ""
+        if branch and read_ref(mirror, f"refs/heads/{branch}") == sha:
+            # Its refs name the commit but its objects cannot give it: git fell back on
+            # the server for them.
+            return f"mirror {mirror}: corrupt (cannot read {sha[:10]}, which it lists): {fix}"
+        return (
+            f"mirror {mirror}: stale (lacks upstream's {sha[:10]}): the difference came "
+            "from the server; refresh the mirror more often (git.mirror)"
         )
 
     def check_lock(self) -> None:
@@ -1258,6 +1387,7 @@ def sync_all(
     finally:
         heartbeats.stop.set()
         progress.finish()
+        runner.close()
         privilege.remove_tree(hooks_dir)
     return outcomes
 

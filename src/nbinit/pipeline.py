@@ -375,6 +375,7 @@ def _poststart_steps(ctx: Context, report_fd: int) -> None:
 def _reap(pid: int, wait: float) -> bool:
     """Wait up to `wait` seconds for the child; True once it is reaped."""
     until = time.monotonic() + wait
+    pause = 0.001  # a child that closed its pipe is exiting: look again soon, then less often
     while True:
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
@@ -384,7 +385,8 @@ def _reap(pid: int, wait: float) -> bool:
             return True
         if time.monotonic() >= until:
             return False
-        time.sleep(0.02)
+        time.sleep(pause)
+        pause = min(0.02, pause * 2)
 
 
 def _mark_stopped(ctx: Context, message: str) -> None:

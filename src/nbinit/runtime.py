@@ -18,9 +18,11 @@ def running_archive() -> str:
 
 
 # A fresh interpreter knows nothing of the zipapp (and -I ignores PYTHONPATH): put it first
-# on sys.path, then run the module as `-m` would.
+# on sys.path, use the archive's bytecode for this Python as its __main__ does (the git
+# worker would otherwise compile gitsync at every start), then run the module as `-m` would.
 _RUN_FROM_ARCHIVE = (
-    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "import runpy, sys; archive = sys.argv.pop(1); sys.path.insert(0, archive); "
+    "from nbinit.zipmain import use_bytecode; use_bytecode(archive); "
     "runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
 )
 

@@ -129,7 +129,7 @@ GIT: dict[str, Any] = {
         "allowed_hosts": {"type": "array", "items": {"type": "string"}, "default": []},
         "submodules": {"type": "boolean", "default": False},
         "timeout": {"type": "number", "minimum": 1, "default": 60},
-        "workers": {"type": "integer", "minimum": 1, "maximum": 32, "default": 4},
+        "workers": {"type": "integer", "minimum": 1, "maximum": 32, "default": 8},
         "min_free_mb": {"type": "integer", "minimum": 0, "default": 500},
         "credential_helper": {
             "type": "string",
@@ -142,6 +142,14 @@ GIT: dict[str, Any] = {
             "only to allowed_hosts and the admin repos' hosts (never put in a URL).",
         },
         "token_username": {"type": "string", "minLength": 1, "default": "x-access-token"},
+        "mirror": {
+            "type": "string",
+            "pattern": "^/",
+            "description": "A read-only directory of bare mirrors (`<mirror>/<host>/<path>`, "
+            "as `git clone --mirror URL` leaves them) that new clones borrow objects from "
+            "(--reference-if-able, --dissociate), fetching only the difference from the "
+            "server. A missing, stale or broken mirror is a WARNING, never a failed clone.",
+        },
     },
     "additionalProperties": False,
 }

@@ -126,6 +126,10 @@ class _BackendHandler(http.server.BaseHTTPRequestHandler):
     throttle = 0.0
     auth = ""  # "user:password": HTTP Basic required, as a private forge would
     seen_auth: list[str] = []
+    busy: list[int] = [0]  # answer this many next requests 503 + Retry-After (a busy forge)
+    retry_after = "1"
+    request_times: list[float] = []  # time.monotonic() of every request, busy ones too
+    bytes_sent: list[int] = [0]  # response bodies from http-backend, in bytes
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
@@ -143,6 +147,14 @@ class _BackendHandler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _serve(self) -> None:
+        self.request_times.append(time.monotonic())
+        if self.busy[0] > 0:
+            self.busy[0] -= 1
+            self.send_response(503)
+            self.send_header("Retry-After", self.retry_after)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.auth:
             import base64
 
@@ -198,6 +210,7 @@ class _BackendHandler(http.server.BaseHTTPRequestHandler):
                 if not chunk:
                     break
                 self.wfile.write(chunk)
+                self.bytes_sent[0] += len(chunk)
                 if self.throttle:
                     self.wfile.flush()
                     time.sleep(self.throttle)
@@ -228,13 +241,32 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 class GitHttpServer:
     """Smart HTTP on 127.0.0.1 in a thread of the test process."""
 
-    def __init__(self, root: Path, throttle: float = 0.0, port: int = 0, auth: str = "") -> None:
+    def __init__(
+        self,
+        root: Path,
+        throttle: float = 0.0,
+        port: int = 0,
+        auth: str = "",
+        retry_after: str = "1",
+    ) -> None:
         self.root = root
         self.seen_auth: list[str] = []
+        self.busy = [0]  # set busy[0] = n: the next n requests get 503 with Retry-After
+        self.request_times: list[float] = []
+        self.bytes_sent = [0]  # bytes_sent[0]: what http-backend answered, all requests
         handler = type(
             "Handler",
             (_BackendHandler,),
-            {"root": str(root), "throttle": throttle, "auth": auth, "seen_auth": self.seen_auth},
+            {
+                "root": str(root),
+                "throttle": throttle,
+                "auth": auth,
+                "seen_auth": self.seen_auth,
+                "busy": self.busy,
+                "retry_after": retry_after,
+                "request_times": self.request_times,
+                "bytes_sent": self.bytes_sent,
+            },
         )
         self.server = _Server(("127.0.0.1", port), handler)
         self.port = self.server.server_address[1]

@@ -923,3 +923,132 @@ def test_a_connection_reset_once_is_retried_not_reported(box, upstream):
         proxy.stop()
     assert proxy.resets == 1
     assert read(box, "course/a.txt") == BASE
+
+
+def test_a_busy_server_is_retried_after_its_retry_after(box, upstream):
+    """HTTP 503 with Retry-After: 1 twice (a forge busy with a class): the clone waits at
+    least that long before each retry, then lands with no warning."""
+    upstream.repo("course", {"a.txt": BASE})
+    upstream.server.busy[0] = 2
+    configure(box, [{"url": upstream.url("course"), "dest": "course"}])
+    clean_start(box)
+    assert read(box, "course/a.txt") == BASE
+    times = upstream.server.request_times
+    assert len(times) >= 3
+    assert times[1] - times[0] >= 1.0
+    assert times[2] - times[1] >= 1.0
+
+
+def test_a_server_busy_for_longer_than_git_timeout_is_given_up_within_it(box, upstream):
+    """Always 503: the retries stop inside git.timeout, and the server still starts."""
+    upstream.repo("course", {"a.txt": BASE})
+    upstream.server.busy[0] = 1000
+    configure(box, [{"url": upstream.url("course"), "dest": "course"}], git={"timeout": 4})
+    started = time.monotonic()
+    result = start(box)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert [m for m in messages(result, "WARNING") if m.startswith("course: ")] == [
+        "course: git clone failed: unable to access "
+        f"'{upstream.url('course')}/': The requested URL returned error: 503"
+    ]
+    times = upstream.server.request_times
+    assert 2 <= len(times) <= 4  # retried (Retry-After 1 s, then backoff), never past 4 s
+    assert times[-1] - times[0] < 4.0
+    assert elapsed < 4.0 + 5.0  # the start itself (nbinit, worker) on a busy machine
+    assert not home(box, "course").exists()
+
+
+# -- git.mirror: clones borrow objects from a read-only mirror -----------------------------
+
+MIRROR = "/srv/git-mirror"
+BIG = {"data.txt": "".join(f"{n:08x}{os.urandom(24).hex()}\n" for n in range(20000))}  # ~1 MB
+
+
+def make_mirror(box, upstream, name):
+    """`git clone --mirror` into the mirror volume's layout, root-owned as a ReadOnlyMany
+    volume would be (made on the host side of the overlay)."""
+    target = box.host_view(f"{MIRROR}/127.0.0.1/{name}.git")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["git", "clone", "-q", "--mirror", upstream.url(name), str(target)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return target
+
+
+def mirror_warnings(result):
+    return [m for m in messages(result, "WARNING") if "mirror" in m]
+
+
+def test_with_a_fresh_mirror_the_server_sends_almost_nothing(box, upstream):
+    upstream.repo("course", BIG)
+    configure(box, [{"url": upstream.url("course"), "dest": "plain"}])
+    clean_start(box)
+    without = upstream.server.bytes_sent[0]
+    make_mirror(box, upstream, "course")
+    upstream.server.bytes_sent[0] = 0
+    configure(box, [{"url": upstream.url("course"), "dest": "course"}], git={"mirror": MIRROR})
+    clean_start(box)
+    assert read(box, "course/data.txt") == BIG["data.txt"]
+    assert upstream.server.bytes_sent[0] <= 0.05 * without, (upstream.server.bytes_sent, without)
+    assert not home(box, "course/.git/objects/info/alternates").exists()  # --dissociate
+
+
+def test_the_clone_works_after_the_mirror_is_deleted(box, upstream):
+    upstream.repo("course", BIG)
+    mirror = make_mirror(box, upstream, "course")
+    configure(box, [{"url": upstream.url("course"), "dest": "course"}], git={"mirror": MIRROR})
+    clean_start(box)
+    subprocess.run(["rm", "-rf", str(mirror)], check=True)
+    checked = as_user(box, "git", "-C", f"{HOME}/course", "fsck", "--full")
+    assert "missing" not in checked.stdout + checked.stderr
+    logged = as_user(box, "git", "-C", f"{HOME}/course", "show", "HEAD:data.txt")
+    assert logged.stdout == BIG["data.txt"]
+
+
+def test_a_stale_mirror_lends_what_it_has_with_a_warning(box, upstream):
+    pusher = upstream.repo("course", BIG)
+    make_mirror(box, upstream, "course")
+    pusher.publish({"new.txt": "after the mirror was refreshed\n"})
+    configure(box, [{"url": upstream.url("course"), "dest": "course"}], git={"mirror": MIRROR})
+    result = start(box)
+    assert result.returncode == 0, result.stderr
+    [warning] = mirror_warnings(result)
+    assert warning.startswith("cloned ")
+    assert f"; mirror {MIRROR}/127.0.0.1/course.git: stale (lacks upstream's " in warning
+    assert read(box, "course/new.txt") == "after the mirror was refreshed\n"
+    assert read(box, "course/data.txt") == BIG["data.txt"]
+
+
+@pytest.mark.parametrize(
+    "breakage", ["no-mirror-volume", "repo-not-mirrored", "not-a-repo", "corrupt-pack"]
+)
+def test_a_broken_mirror_never_fails_the_clone(box, upstream, breakage):
+    upstream.repo("course", BIG)
+    mirror = box.host_view(f"{MIRROR}/127.0.0.1/course.git")
+    if breakage == "repo-not-mirrored":
+        mirror.parent.mkdir(parents=True)
+    elif breakage == "not-a-repo":
+        mirror.mkdir(parents=True)
+        (mirror / "README").write_text("not a repository\n")
+    elif breakage == "corrupt-pack":
+        make_mirror(box, upstream, "course")
+        for pack in (mirror / "objects" / "pack").glob("*.pack"):
+            pack.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
+    configure(box, [{"url": upstream.url("course"), "dest": "course"}], git={"mirror": MIRROR})
+    result = start(box)
+    assert result.returncode == 0, result.stderr
+    [warning] = mirror_warnings(result)
+    problem = {
+        "no-mirror-volume": "missing (no such directory: is the volume mounted?)",
+        "repo-not-mirrored": "missing (no mirror of this repo)",
+        "not-a-repo": "not a bare git repository (corrupt?)",
+        "corrupt-pack": "corrupt (cannot read ",
+    }[breakage]
+    assert f"; mirror {MIRROR}/127.0.0.1/course.git: {problem}" in warning, warning
+    assert warning.endswith("refresh or fix the mirror (git.mirror)")
+    assert read(box, "course/data.txt") == BIG["data.txt"]
+    assert not home(box, "course/.git/objects/info/alternates").exists()

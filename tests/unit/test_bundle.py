@@ -1,8 +1,10 @@
-"""The zipapp: same input, same bytes; only pure-Python code that parses as 3.9; licences in."""
+"""The zipapp: same input, same bytes; only pure-Python code that parses as 3.9; licences in;
+bytecode for the interpreters it was built with, sources for every other."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import io
 import subprocess
 import sys
@@ -15,13 +17,16 @@ from nbinit import bundle, runtime
 
 PROJECT = Path(__file__).resolve().parents[2]
 WHEELS = PROJECT / bundle.DEFAULT_WHEELS
-SIZE_BUDGET = 1_500_000  # bytes; today about 0.8 MB. A jump means something big slipped in.
+# Bytes, with bytecode for one Python; today about 0.5 MB (each further Python adds about
+# 0.25 MB). A jump means something big slipped in.
+SIZE_BUDGET = 1_000_000
+MAGIC = importlib.util.MAGIC_NUMBER.hex()  # the venv's, Debian's /usr/bin/python3's
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("bundle") / "nbinit.pyz"
-    assert bundle.main(["-o", str(path), "--wheels", str(WHEELS)]) == 0
+    assert bundle.main(["-o", str(path), "--wheels", str(WHEELS), "--python", sys.executable]) == 0
     return path
 
 
@@ -31,7 +36,7 @@ def entries(path: Path) -> list[zipfile.ZipInfo]:
 
 def test_two_builds_give_the_same_bytes(built, tmp_path):
     again = tmp_path / "again.pyz"
-    assert bundle.main(["-o", str(again), "--wheels", str(WHEELS)]) == 0
+    assert bundle.main(["-o", str(again), "--wheels", str(WHEELS), "--python", sys.executable]) == 0
     assert again.read_bytes() == built.read_bytes()
 
 
@@ -47,8 +52,10 @@ def test_headers_are_fixed_and_entries_sorted(built):
 
 def test_holds_every_dependency_and_its_licence(built):
     names = {i.filename for i in entries(built)}
-    for package in ("nbinit", "requests", "urllib3", "idna", "charset_normalizer", "certifi"):
+    for package in ("nbinit", "certifi", "yaml"):
         assert f"{package}/__init__.py" in names
+    # The fetch is the standard library's http.client: requests' stack is not shipped.
+    assert not any(n.startswith(("requests/", "urllib3/", "idna/", "charset_norm")) for n in names)
     assert "yaml/__init__.py" in names
     # nbinit runs git only through gitsync's runner; GitPython is not shipped (README).
     assert not any(n.startswith(("git/", "gitdb/", "smmap/")) for n in names)
@@ -65,7 +72,11 @@ def test_holds_every_dependency_and_its_licence(built):
         pytest.param(lambda n: n.endswith((".so", ".pyd")), id="compiled-extensions"),
         pytest.param(lambda n: n.startswith("_yaml/"), id="libyaml-shim"),
         pytest.param(lambda n: "/test/" in n or "/tests/" in n, id="test-suites"),
-        pytest.param(lambda n: "__pycache__" in n or n.endswith(".pyc"), id="bytecode"),
+        pytest.param(lambda n: "__pycache__" in n, id="pycache-dirs"),
+        pytest.param(
+            lambda n: n.endswith(".pyc") and not n.startswith(f"pyc.{MAGIC}/"),
+            id="bytecode-of-other-pythons",
+        ),
         pytest.param(lambda n: n.startswith("psutil/"), id="psutil"),
     ],
 )
@@ -127,12 +138,110 @@ def test_its_own_packages_win_over_the_image_site_packages(built, tmp_path):
     assert loaded and all(f'zipimporter object "{built}/' in ln for ln in loaded), loaded
 
 
-def test_module_command_runs_a_module_of_the_zipapp(built):
+def loaders(archive: Path, tmp_path: Path) -> dict[str, str]:
+    """Where each nbinit and yaml module came from in a run of the zipapp (`python -v`)."""
+    config = tmp_path / "config.yaml"
+    config.write_text("version: 1\n")
+    result = subprocess.run(
+        ["/usr/bin/python3", "-I", "-v", str(archive), "config", "validate", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{config}: valid\n"
+    found = {}
+    for line in result.stderr.splitlines():
+        if line.startswith(("import 'nbinit", "import 'yaml")):
+            name, _, where = line[len("import '") :].partition("' # ")
+            found[name] = where
+    return found
+
+
+def test_a_start_runs_the_bytecode_built_for_this_python(built, tmp_path):
+    names = {i.filename for i in entries(built)}
+    assert f"pyc.{MAGIC}/nbinit/cli.pyc" in names
+    assert f"pyc.{MAGIC}/yaml/__init__.pyc" in names
+    found = loaders(built, tmp_path)
+    assert {"nbinit", "nbinit.cli", "nbinit.commands", "yaml", "yaml.loader"} <= set(found)
+    assert set(found.values()) == {f'<zipimporter object "{built}/pyc.{MAGIC}/">'}
+
+
+def test_with_bytecode_nothing_but_main_is_compiled(built, tmp_path):
+    """The point of the bytecode: a start compiles no module from source (a loader that
+    asks zipimport for a file name makes it compile the source to answer)."""
+    config = tmp_path / "config.yaml"
+    config.write_text("version: 1\n")
+    code = (
+        "import builtins, runpy, sys; compiled = []; real = builtins.compile; "
+        "builtins.compile = lambda source, name, *a, **k: compiled.append(name) or "
+        "real(source, name, *a, **k); "
+        "sys.argv = [sys.argv[1], 'config', 'validate', sys.argv[2]]; "
+        "run = lambda: runpy.run_path(sys.argv[0], run_name='__main__'); "
+        "exec('try: run()\\nexcept SystemExit: pass'); "
+        "import nbinit.config, yaml; print(sorted(set(compiled)))"
+    )
+    result = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", code, str(built), str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == str([f"{built}/__main__.py"])
+
+
+def test_without_bytecode_for_this_python_the_sources_run(built, tmp_path):
+    """An interpreter the build did not know (another magic number) imports the sources."""
+    other = tmp_path / "other.pyz"
+    with zipfile.ZipFile(built) as source, zipfile.ZipFile(other, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            info.filename = info.filename.replace(f"pyc.{MAGIC}/", "pyc.00000000/")
+            target.writestr(info, data)
+    found = loaders(other, tmp_path)
+    assert "nbinit.cli" in found
+    assert all(w.startswith(f'<zipimporter object "{other}/') for w in found.values()), found
+    assert not any("/pyc." in where for where in found.values()), found
+
+
+def test_bytecode_keeps_the_sources_file_names(built, tmp_path):
+    """__file__ and tracebacks name the source inside the archive, as without bytecode."""
+    code = (
+        "import runpy, sys; main = runpy.run_path(sys.argv[1], run_name='zipmain'); "
+        "print(main['use_bytecode'](sys.argv[1])); "
+        "import nbinit.cli, yaml; print(nbinit.cli.__file__); print(yaml.__file__); "
+        "print(nbinit.cli.main.__code__.co_filename)"
+    )
+    result = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", code, str(built)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "True",
+        f"{built}/nbinit/cli.py",
+        f"{built}/yaml/__init__.py",
+        f"{built}/nbinit/cli.py",
+    ]
+
+
+@pytest.mark.parametrize(
+    "module, args, expected",
+    [
+        pytest.param("nbinit", "'--version'", "nbinit ", id="the-package"),
+        # the git worker is a submodule (nbinit.gitsync), run from this Python's bytecode
+        pytest.param("nbinit.schema", "'config'", '{\n  "$schema"', id="a-submodule"),
+    ],
+)
+def test_module_command_runs_a_module_of_the_zipapp(built, module, args, expected):
     """What the git worker needs: a second interpreter that finds nbinit inside the zipapp."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import subprocess; "
         "from nbinit import runtime; "
-        "sys.exit(subprocess.run([*runtime.module_command('nbinit'), '--version']).returncode)"
+        f"sys.exit(subprocess.run([*runtime.module_command({module!r}), {args}]).returncode)"
     )
     result = subprocess.run(
         ["/usr/bin/python3", "-I", "-S", "-c", code, str(built)],
@@ -141,7 +250,7 @@ def test_module_command_runs_a_module_of_the_zipapp(built):
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("nbinit ")
+    assert result.stdout.startswith(expected)
     assert runtime.module_command("nbinit.gitsync") == [
         sys.executable,
         "-I",
@@ -234,3 +343,16 @@ def test_readme_and_dockerfile_use_the_tree_the_bundle_lays_out():
     assert "python3 -m nbinit.bundle --tree build/nbinit-root" in readme
     for path, _, _ in bundle.TREE:
         assert f"/{path}" in readme, path
+
+
+def test_a_named_interpreter_that_cannot_compile_is_an_error(tmp_path, capsys):
+    """Found interpreters that do not run are skipped; one the builder named is not."""
+    target = tmp_path / "nbinit.pyz"
+    code = bundle.main(
+        ["-o", str(target), "--wheels", str(WHEELS), "--python", str(tmp_path / "python3")]
+    )
+    assert code == 1
+    assert not target.exists()
+    assert capsys.readouterr().err.startswith(
+        f"nbinit.bundle: error: cannot compile with {tmp_path / 'python3'}: "
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -40,3 +42,16 @@ def test_env_deadline_against_the_baked_config(tmp_path, monkeypatch, value, exp
     config_step.run(ctx)
     assert ctx.deadline.seconds == expected
     assert bool(ctx.log.warnings) is warned
+
+
+def test_the_deadline_counts_from_the_process_start_not_from_nbinit_first_line():
+    """The hub's clock runs from the exec: the interpreter's start and imports count too."""
+    code = (
+        "import time; time.sleep(0.5); from nbinit.context import process_start; "
+        "print(time.monotonic() - process_start())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert 0.5 <= float(result.stdout) < 30

@@ -239,3 +239,32 @@ def test_local_symlink_is_refused(tmp_path):
     (tmp_path / "link.yaml").symlink_to(tmp_path / "real.yaml")
     with pytest.raises(NbinitError, match="a symlink, not trusted"):
         fetch(str(tmp_path / "link.yaml"))
+
+
+def test_backoff_is_jittered_exponential_with_retry_after_as_a_floor():
+    from nbinit.fetch import BACKOFF_MAX, RETRY_AFTER_MAX, backoff_seconds
+
+    for attempt, low, high in ((1, 0.25, 0.5), (2, 0.5, 1.0), (3, 1.0, 2.0), (6, 2.0, 4.0)):
+        waits = {backoff_seconds(attempt) for _ in range(50)}
+        assert all(low <= w <= high for w in waits), (attempt, waits)
+        assert len(waits) > 10  # spread: pods that failed together come back apart
+    assert max(backoff_seconds(20) for _ in range(50)) <= BACKOFF_MAX
+    assert all(1.0 <= backoff_seconds(1, 1.0) <= RETRY_AFTER_MAX for _ in range(50))
+    assert backoff_seconds(1, 100000.0) == RETRY_AFTER_MAX
+
+
+def test_a_busy_server_is_asked_again_no_sooner_than_its_retry_after(http_server):
+    server = http_server()
+    server.route(status=503, body=b"busy", headers={"Retry-After": "1"})
+
+    def recover() -> None:  # the server is busy for its first answer only
+        while not server.seen:
+            time.sleep(0.01)
+        server.route(body=GOOD)
+
+    threading.Thread(target=recover, daemon=True).start()
+    started = time.monotonic()
+    body, _ = fetch(server.url(), retries=2, timeout=8.0)
+    assert body == GOOD
+    assert len(server.seen) == 2
+    assert 1.0 <= time.monotonic() - started < 1.0 + 2.0

@@ -69,10 +69,25 @@ def save_last_good(path: str, data: bytes, shown_url: str) -> None:
         "sha256": fetch.sha256_hex(data),
         "fetched": time.time(),
     }
-    privilege.write_file_atomic(path, data, mode=0o600)
+    # Every pod start fetches the same config: rewrite (and fsync) the copy only when it
+    # changed. The time of the fetch is refreshed without fsync: a crash that loses it only
+    # makes the copy look older, never newer.
+    unchanged = _same_file(path, data)
+    if not unchanged:
+        privilege.write_file_atomic(path, data, mode=0o600)
     privilege.write_file_atomic(
-        os.path.join(directory, LAST_GOOD_META), json.dumps(meta).encode(), mode=0o600
+        os.path.join(directory, LAST_GOOD_META),
+        json.dumps(meta).encode(),
+        mode=0o600,
+        durable=not unchanged,
     )
+
+
+def _same_file(path: str, data: bytes) -> bool:
+    try:
+        return read_trusted_file(path) == data
+    except NbinitError:
+        return False
 
 
 def load_last_good(

@@ -207,7 +207,7 @@ def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
 
 def check_url(url: str, policy: Policy, user_declared: bool) -> None:
     """Refuse a URL outside the policy, with one line that never echoes a secret."""
-    fix = "see the README's Repos section for what is allowed"
+    fix = "see docs/security.md, 'The git sandbox', for what is allowed"
     if not url:
         raise NbinitError("url is empty", fix)
     shown = shown_url(url)

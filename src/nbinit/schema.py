@@ -1,7 +1,8 @@
 """The config schema (version 1), one section per step, in the JSON Schema subset nbinit checks.
 
 `configs/nbinit.schema.json` is generated from this module (`python -m nbinit.schema`), so
-editors and nbinit's own validator read the same rules; a test keeps the two in step.
+editors and nbinit's own validator read the same rules, and so is docs/config-reference.md
+(`python -m nbinit.schema markdown`); tests keep all three in step.
 """
 
 from __future__ import annotations
@@ -16,16 +17,31 @@ REPO_ITEM: dict[str, Any] = {
     "type": "object",
     "description": "A git repository cloned into the home and kept up to date.",
     "properties": {
-        "url": {"type": "string", "minLength": 1, "description": "https://, ssh:// or scp-like"},
+        "url": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Required: `https://`, `ssh://` or scp-like `git@host:path`.",
+        },
         "dest": {
             "type": "string",
             "minLength": 1,
-            "description": "Directory relative to the home (default: the repository's name).",
+            "description": "Directory relative to the home. Default: the repository's name.",
         },
-        "branch": {"type": "string", "minLength": 1, "description": "Default: the remote's HEAD."},
-        "depth": {"type": "integer", "minimum": 0, "description": "0 means full history."},
+        "branch": {
+            "type": "string",
+            "minLength": 1,
+            "description": 'Branch to check out (quote numbers: `"3.10"`). '
+            "Default: the remote's HEAD.",
+        },
+        "depth": {
+            "type": "integer",
+            "minimum": 0,
+            "default": 1,
+            "description": "Shallow clone depth; 0 means full history.",
+        },
         "on_diverge": {
             "enum": ["report", "backup"],
+            "default": "report",
             "description": "Upstream rewritten: leave and report, or back up and clone again "
             "(admin config only).",
         },
@@ -34,7 +50,14 @@ REPO_ITEM: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-REPOS: dict[str, Any] = {"type": "array", "items": REPO_ITEM, "maxItems": 100}
+REPOS: dict[str, Any] = {
+    "type": "array",
+    "items": REPO_ITEM,
+    "maxItems": 100,
+    "default": [],
+    "description": "Repos cloned into every user's home (a user's `~/.nbinit.yaml` adds their "
+    "own).",
+}
 
 USER: dict[str, Any] = {
     "type": "object",
@@ -57,38 +80,41 @@ USER: dict[str, Any] = {
         "group": {
             "type": "string",
             "pattern": NAME_PATTERN,
-            "description": "Group name for NB_GID (default: the user's name).",
+            "description": "Group name for `NB_GID`. Default: the user's name.",
         },
         "extra_groups": {
             "type": "array",
             "items": {"type": "string", "pattern": NAME_PATTERN},
             "default": ["users"],
-            "description": "Supplementary groups of the own account (as jovyan is in users).",
+            "description": "Supplementary groups the user joins, as jovyan is in `users` (a "
+            "missing one is a WARNING; a system group only when the baked config lists it).",
         },
         "default_user": {
             "type": "string",
             "pattern": NAME_PATTERN,
             "default": "jovyan",
-            "description": "Who the server runs as without a marker (when nbinit is root).",
+            "description": "The image's user, who the server runs as when no marker selects the "
+            "user's own account (created at start when missing).",
         },
         "uid_min": {
             "type": "integer",
             "minimum": 1,
             "maximum": 2147483647,
             "default": 1000,
-            "description": "Lowest NB_UID/NB_GID accepted.",
+            "description": "Lowest `NB_UID`/`NB_GID` accepted.",
         },
         "uid_max": {
             "type": "integer",
             "minimum": 1,
             "maximum": 2147483647,
             "default": 60000,
-            "description": "Highest NB_UID/NB_GID accepted (65534, 65535 never are).",
+            "description": "Highest `NB_UID`/`NB_GID` accepted (must be >= `uid_min`; 65534, "
+            "65535 never are).",
         },
         "on_uid_mismatch": {
             "enum": ["fail", "use_existing"],
             "default": "fail",
-            "description": "The name exists with another UID.",
+            "description": "The name exists with another UID: fail, or use the existing account.",
         },
         "on_uid_taken": {
             "enum": ["fail", "alias"],
@@ -111,7 +137,8 @@ USER: dict[str, Any] = {
             "type": "array",
             "items": {"type": "string", "minLength": 1},
             "default": [],
-            "description": "Extra environment variables removed before the server starts.",
+            "description": "Extra environment variables removed before the server and the hooks "
+            "start (`NBINIT_CONFIG_TOKEN` and `git.token_env`'s variable always are).",
         },
     },
     "additionalProperties": False,
@@ -125,12 +152,42 @@ GIT: dict[str, Any] = {
             "type": "array",
             "items": {"enum": ["https", "http", "ssh", "git", "file"]},
             "default": ["https", "ssh"],
+            "description": "Transports allowed for every repo (`ext::`/`fd::` never; `file` "
+            "only when listed).",
         },
-        "allowed_hosts": {"type": "array", "items": {"type": "string"}, "default": []},
-        "submodules": {"type": "boolean", "default": False},
-        "timeout": {"type": "number", "minimum": 1, "default": 60},
-        "workers": {"type": "integer", "minimum": 1, "maximum": 32, "default": 8},
-        "min_free_mb": {"type": "integer", "minimum": 0, "default": 500},
+        "allowed_hosts": {
+            "type": "array",
+            "items": {"type": "string"},
+            "default": [],
+            "description": "Hosts user-declared repos may come from (`*.example.org` allowed; "
+            "empty: users cannot add repos).",
+        },
+        "submodules": {
+            "type": "boolean",
+            "default": False,
+            "description": "Also clone and update submodules.",
+        },
+        "timeout": {
+            "type": "number",
+            "minimum": 1,
+            "default": 60,
+            "description": "Seconds for one git operation (its whole process group is killed).",
+        },
+        "workers": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 32,
+            "default": 8,
+            "description": "Repos synced in parallel, and so the most git connections one pod "
+            "opens at once (8 measured fastest on a 2-CPU node; lower it for a small git server).",
+        },
+        "min_free_mb": {
+            "type": "integer",
+            "minimum": 0,
+            "default": 500,
+            "description": "A new clone is skipped (one WARNING) when the home has less free "
+            "space; updates still run.",
+        },
         "credential_helper": {
             "type": "string",
             "description": "A git credential helper for every sync, e.g. `store --file=/etc/...`.",
@@ -139,9 +196,15 @@ GIT: dict[str, Any] = {
             "type": "string",
             "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
             "description": "Name of an environment variable holding an https token, offered "
-            "only to allowed_hosts and the admin repos' hosts (never put in a URL).",
+            "only to allowed_hosts and the admin repos' hosts (never put in a URL); removed from "
+            "the server's and the hooks' environment.",
         },
-        "token_username": {"type": "string", "minLength": 1, "default": "x-access-token"},
+        "token_username": {
+            "type": "string",
+            "minLength": 1,
+            "default": "x-access-token",
+            "description": "The user name sent with that token.",
+        },
         "mirror": {
             "type": "string",
             "pattern": "^/",
@@ -189,13 +252,15 @@ GPU: dict[str, Any] = {
 
 FETCH: dict[str, Any] = {
     "type": "object",
-    "description": "How the admin config is fetched from NBINIT_CONFIG_URL.",
+    "description": "How the admin config is fetched from `NBINIT_CONFIG_URL` (set it in the "
+    "baked config).",
     "properties": {
         "timeout": {
             "type": "number",
             "minimum": 0.5,
             "default": 8,
-            "description": "Seconds for the whole fetch, retries included (capped by deadline).",
+            "description": "Seconds for the whole fetch, retries and redirects included (never "
+            "past `deadline`).",
         },
         "max_bytes": {
             "type": "integer",
@@ -215,7 +280,8 @@ FETCH: dict[str, Any] = {
             "type": "number",
             "minimum": 0,
             "default": 7,
-            "description": "How old the last good copy may be when the fetch fails (0: never).",
+            "description": "How old the last good copy may be when the fetch fails (0: never use "
+            "it).",
         },
     },
     "additionalProperties": False,
@@ -225,8 +291,17 @@ HOOKS: dict[str, Any] = {
     "type": "object",
     "description": "Executables run as the user before the server starts.",
     "properties": {
-        "dir": {"type": "string", "default": "/etc/nbinit/hooks.d"},
-        "timeout": {"type": "number", "minimum": 0.1, "default": 5},
+        "dir": {
+            "type": "string",
+            "default": "/etc/nbinit/hooks.d",
+            "description": "Directory of hook executables, run in name order.",
+        },
+        "timeout": {
+            "type": "number",
+            "minimum": 0.1,
+            "default": 5,
+            "description": "Seconds for each hook.",
+        },
     },
     "additionalProperties": False,
 }
@@ -239,7 +314,8 @@ SINGLEUSER: dict[str, Any] = {
             "enum": ["auto", "image", "nbinit"],
             "default": "auto",
             "description": "auto: the image's own when it has one, else nbinit's runtime for "
-            "the hub's major version; image: only the image's; nbinit: always nbinit's.",
+            "the hub's major version; image: only the image's (FATAL when missing); nbinit: "
+            "always nbinit's runtime.",
         },
     },
     "additionalProperties": False,
@@ -250,13 +326,13 @@ CONFIG: dict[str, Any] = {
     "title": "nbinit config, version 1",
     "type": "object",
     "properties": {
-        "version": {"const": 1},
+        "version": {"const": 1, "description": "Required: the config format version."},
         "deadline": {
             "type": "number",
             "minimum": 1,
             "maximum": 600,
             "default": 20,
-            "description": "Seconds from start to exec, at most.",
+            "description": "Seconds from start to exec, at most; `NBINIT_DEADLINE` overrides it.",
         },
         "on_fatal": {
             "enum": ["explain", "exit"],
@@ -269,7 +345,8 @@ CONFIG: dict[str, Any] = {
             "minimum": 0.05,
             "maximum": 1440,
             "default": 15,
-            "description": "How long the failure page answers before nbinit exits 0.",
+            "description": "How long the failure page answers before nbinit exits 0 (SIGTERM ends "
+            "it at once).",
         },
         "problems_file": {
             "type": "string",
@@ -317,8 +394,16 @@ def defaults(schema: dict[str, Any] = CONFIG) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Print the published schemas: `python -m nbinit.schema [config|dotfile]`."""
+    """Print the published schemas or the config reference.
+
+    `python -m nbinit.schema [config|dotfile|markdown]`; markdown is docs/config-reference.md.
+    """
     which = sys.argv[1] if len(sys.argv) > 1 else "config"
+    if which == "markdown":
+        from nbinit import schemadoc  # the doc writer stays off the start path
+
+        sys.stdout.write(schemadoc.markdown())
+        return
     json.dump(DOTFILE if which == "dotfile" else CONFIG, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

@@ -1,4 +1,4 @@
-"""Dockerfile.test builds with podman, offline, as the README says, and its suite runs in it.
+"""Dockerfile.test builds with podman, offline, as docs/development.md says; its suite runs.
 
 The build (on the docker-stacks-like image, with build/test-wheels) runs `nbinit check` and
 the unit tests; the container then runs scripts/test.sh as root, with no network, and here

@@ -295,7 +295,7 @@ def fetch_test_wheels() -> Path:
 
 
 def dockerfile_test_image() -> str:
-    """Dockerfile.test built as the README says, offline, on the docker-stacks-like image."""
+    """Dockerfile.test built offline as docs/development.md says, on the stacks-like base."""
     fetch_test_wheels()
     base = family_image("docker-stacks")  # before the lock: it takes the lock itself
     tag = f"{REPOSITORY}/dockerfile-test:latest"  # podman's layer cache does the reuse

@@ -129,7 +129,7 @@ def docker_stacks_image(sandbox, tree) -> None:
 
 
 def ngc_image(sandbox, tree) -> None:
-    sandbox.add_jovyan()  # the README's NGC Dockerfile adds jovyan: the server never runs as root
+    sandbox.add_jovyan()  # jovyan baked in (without it nbinit creates it: docs/delivery.md)
     sandbox.write("/opt/nvidia/nvidia_entrypoint.sh", NVIDIA_ENTRYPOINT, mode=0o755)
     sandbox.write("/opt/nvidia/entrypoint.d/10-banner.txt", "== PyTorch ==\n")
     sandbox.write("/opt/nvidia/entrypoint.d/50-cuda-compat.sh", CUDA_COMPAT_PART)

@@ -544,12 +544,12 @@ CORPUS = [
     ),
     pytest.param(
         {"url": f"--upload-pack=touch {CANARY}"},
-        f"url '--upload-pack=touch {CANARY}' starts with '-' (an option, not a URL): see the README's Repos section for what is allowed",
+        f"url '--upload-pack=touch {CANARY}' starts with '-' (an option, not a URL): see docs/security.md, 'The git sandbox', for what is allowed",
         id="upload-pack",
     ),
     pytest.param(
         {"url": f"ssh://-oProxyCommand=touch%20{CANARY}/x"},
-        f"url 'ssh://-oProxyCommand=touch%20{CANARY}/x': host is missing or starts with '-': see the README's Repos section for what is allowed",
+        f"url 'ssh://-oProxyCommand=touch%20{CANARY}/x': host is missing or starts with '-': see docs/security.md, 'The git sandbox', for what is allowed",
         id="ssh-proxycommand",
     ),
     pytest.param(

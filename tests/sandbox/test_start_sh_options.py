@@ -1,4 +1,4 @@
-"""docker-stacks start.sh's own options when nbinit starts as root (README table).
+"""docker-stacks start.sh's own options when nbinit starts as root (docs/delivery.md table).
 
 The container-level proof (through the real start.sh hook) is in
 tests/container/test_real_images.py; here, as PID 1 in the sandbox, the branches the

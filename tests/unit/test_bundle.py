@@ -57,7 +57,7 @@ def test_holds_every_dependency_and_its_licence(built):
     # The fetch is the standard library's http.client: requests' stack is not shipped.
     assert not any(n.startswith(("requests/", "urllib3/", "idna/", "charset_norm")) for n in names)
     assert "yaml/__init__.py" in names
-    # nbinit runs git only through gitsync's runner; GitPython is not shipped (README).
+    # nbinit runs git only through gitsync's runner; GitPython is not shipped (docs/reference.md).
     assert not any(n.startswith(("git/", "gitdb/", "smmap/")) for n in names)
     assert "certifi/cacert.pem" in names
     assert "__main__.py" in names
@@ -333,16 +333,19 @@ def test_a_wheel_that_does_not_match_its_pin_is_not_used(tmp_path):
     assert bundle.find_wheel(tmp_path, project, version, sha256) is None
 
 
-def test_readme_and_dockerfile_use_the_tree_the_bundle_lays_out():
-    """The one COPY line people copy from the README is the one the tests prove."""
+def test_docs_and_dockerfile_use_the_tree_the_bundle_lays_out():
+    """The one COPY line people copy from the docs is the one the tests prove."""
     readme = (PROJECT / "README.md").read_text()
+    delivery = (PROJECT / "docs" / "delivery.md").read_text()
     dockerfile = (PROJECT / "Dockerfile.test").read_text()
     line = "COPY build/nbinit-root/ /"
     assert line in dockerfile.splitlines()
-    assert readme.count(line) >= 3  # docker-stacks, NGC, plain python
-    assert "python3 -m nbinit.bundle --tree build/nbinit-root" in readme
+    assert line in readme.splitlines()
+    assert delivery.count(line) >= 3  # docker-stacks, NGC, plain python
+    for page in (readme, delivery):
+        assert "python3 -m nbinit.bundle --tree build/nbinit-root" in page
     for path, _, _ in bundle.TREE:
-        assert f"/{path}" in readme, path
+        assert f"/{path}" in delivery, path
 
 
 def test_a_named_interpreter_that_cannot_compile_is_an_error(tmp_path, capsys):

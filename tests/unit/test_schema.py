@@ -17,7 +17,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from nbinit import config, schema
+from nbinit import config, schema, schemadoc
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "data" / "configs"
@@ -73,19 +73,32 @@ def test_corpus_is_not_trivial():
     assert len(corpus("config")) >= 30 and len(corpus("dotfile")) >= 5
 
 
-def schema_keys(rules, prefix="") -> list[str]:
-    keys = []
-    for key, sub in rules.get("properties", {}).items():
-        path = f"{prefix}.{key}" if prefix else key
-        keys.append(path)
-        keys += schema_keys(sub, path)
-        if sub.get("type") == "array":
-            keys += schema_keys(sub.get("items", {}), f"{path}[]")
-    return keys
+def test_config_reference_is_the_generated_one():
+    generated = subprocess.run(
+        [sys.executable, "-m", "nbinit.schema", "markdown"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    committed = (ROOT / "docs" / "config-reference.md").read_text()
+    assert committed == generated, (
+        "docs/config-reference.md is stale: regenerate it with "
+        "python -m nbinit.schema markdown > docs/config-reference.md"
+    )
 
 
-def test_readme_documents_every_schema_key():
-    readme = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"^\| `([a-z_.\[\]]+)` \|", readme, flags=re.M))
-    missing = [key for key in schema_keys(schema.CONFIG) if key not in documented]
-    assert missing == [], "add to README's configuration reference: " + ", ".join(missing)
+def test_config_reference_lists_every_key_and_each_has_a_meaning():
+    reference = (ROOT / "docs" / "config-reference.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_.\[\]]+)` \|.*\| ([^|]*) \|$", reference, flags=re.M))
+    paths = [path for path, _ in schemadoc.keys(schema.CONFIG)]
+    assert sorted(rows) == sorted(paths)
+    assert [path for path in paths if not rows[path].strip()] == [], "add a description"
+
+
+def test_trust_column_follows_the_code():
+    assert schemadoc.set_by("user.home") == "baked, admin"
+    assert schemadoc.set_by("hooks.dir") == "baked, admin"
+    assert schemadoc.set_by("user.secret_env") == "baked, admin (any)"
+    assert schemadoc.set_by("hooks.timeout") == "baked, admin (any)"
+    assert schemadoc.set_by("repos[].url") == "baked, admin (any), dotfile"
+    assert schemadoc.set_by("repos[].on_diverge") == "baked, admin (any)"

@@ -291,16 +291,20 @@ def _supervise_poststart(ctx: Context) -> int:
     def stop(signum: int, frame: Optional[FrameType]) -> None:
         raise _Stop()
 
-    # The handlers are in place before the fork, and the try starts right after it: a
-    # SIGTERM at any moment ends the supervision the same way, never by the default action.
+    # SIGTERM and SIGINT stay blocked from before the fork until inside the try: one that
+    # comes at any moment (a test or the kubelet signals as soon as the child exists) is
+    # held, then raised where the supervision ends it, never by the default action.
     read_fd, write_fd = os.pipe()
+    held = {signal.SIGTERM, signal.SIGINT}
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
     pid = os.fork()
     if pid == 0:  # the child never returns into the caller
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
             os.close(read_fd)
             _poststart_steps(ctx, write_fd)
         finally:
@@ -309,6 +313,7 @@ def _supervise_poststart(ctx: Context) -> int:
     reason = ""
     buffer = b""
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
         os.close(write_fd)
         while True:
             remaining = ctx.deadline.start + limit - time.monotonic()

@@ -303,7 +303,11 @@ def test_tree_builds_from_a_regular_install(tmp_path):
     assert not (lib / "nbinit" / "shims").is_symlink()  # copied, as a wheel holds them
     tree = tmp_path / "tree"
     result = subprocess.run(
-        [sys.executable, "-m", "nbinit.bundle", "--tree", str(tree), "--wheels", str(WHEELS)],
+        [
+            *(sys.executable, "-m", "nbinit.bundle", "--tree", str(tree), "--wheels", str(WHEELS)),
+            # the project's runtime wheels (offline), and no bytecode: this is about the shims
+            *("--runtime-wheels", str(PROJECT / bundle.DEFAULT_RUNTIME_WHEELS), "--python", "none"),
+        ],
         cwd=tmp_path,
         env={"PYTHONPATH": str(lib), "PATH": "/usr/bin:/bin"},
         capture_output=True,

@@ -73,7 +73,9 @@ def start(command: Optional[list[str]]) -> int:
 def poststart() -> int:
     """Always 0: a failing postStart hook restarts the container (CrashLoopBackOff)."""
     try:
-        return pipeline.poststart(make_context("poststart"))
+        from nbinit import poststart as poststart_mode
+
+        return poststart_mode.run(make_context("poststart"))
     except BaseException as exc:  # even a bug before the pipeline must not fail the hook
         with contextlib.suppress(Exception):
             sys.stderr.write(f"nbinit: poststart: {type(exc).__name__}: {exc}\n")

@@ -36,6 +36,9 @@ class StepResult:
         self.duration = 0.0
         self.warnings: list[str] = []
         self.errors: list[str] = []
+        # The problem that ends a start when this step is critical (the step table says
+        # which are): the pipeline logs it, as the one FATAL, or as an ERROR otherwise.
+        self.fatal: Optional[NbinitError] = None
 
     def __repr__(self) -> str:
         return f"StepResult({self.name!r}, {self.outcome!r}, {self.reason!r})"

@@ -43,11 +43,6 @@ def current_identity(default_user: str) -> Optional[Identity]:
     return Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
 
 
-def must_run(ctx: Context) -> bool:
-    """Always, even past the deadline: without it the server would start as root."""
-    return True
-
-
 def run(ctx: Context) -> StepResult:
     settings = ctx.section("user")
     policy = accounts.Policy.from_settings(settings)
@@ -94,7 +89,6 @@ def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> 
     # A system group must be listed by the image itself, whichever config lists it now.
     baked_groups = (ctx.baked.get("user") or {}).get("extra_groups")
     policy.baked_groups = tuple(baked_groups) if baked_groups is not None else ("users",)
-    warnings_before = len(ctx.log.warnings)
     identity = accounts.ensure_account(name, uid, gid, policy, ctx.log, _budget(ctx, TOOL_TIMEOUT))
     floor = time.monotonic() + MUST_RUN_FLOOR
     accounts.ensure_home(
@@ -103,8 +97,6 @@ def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> 
     ctx.user = identity
     apply_start_sh_options(ctx, policy, marked=True, marker=marker)
     details = {"uid": identity.uid, "gid": identity.gid, "home": identity.home}
-    if len(ctx.log.warnings) > warnings_before:
-        return degraded("user", f"running as {name} with warnings", **details)
     return ok("user", f"running as {name} (uid {identity.uid})", **details)
 
 

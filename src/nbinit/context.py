@@ -114,6 +114,18 @@ class Deadline:
     def expired(self) -> bool:
         return self.remaining() <= 0.0
 
+    # What a long step (the config fetch, the repo sync) leaves for the steps after it.
+    RESERVE_MAX = 5.0
+    RESERVE_SHARE = 0.25
+
+    def before_reserve(self) -> float:
+        """The time left once min(5 s, 25 % of the deadline) is kept for the later steps.
+
+        A hung config server or git host still leaves the account and the exec their time.
+        """
+        reserve = min(self.RESERVE_MAX, self.seconds * self.RESERVE_SHARE)
+        return max(0.0, self.remaining() - reserve)
+
     def cap(self, seconds: float, floor: float = 0.0) -> float:
         """A step's own timeout, never past the overall deadline (nor under floor, if given)."""
         return max(0.0, min(seconds, self.remaining()), min(seconds, floor))

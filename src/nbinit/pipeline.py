@@ -21,9 +21,6 @@ from nbinit.errors import (
 
 StepRun = Callable[[Context], StepResult]
 
-# When the config never loaded (the FATAL came first): the schema's default.
-DEFAULT_EXPLAIN_MINUTES = 15.0
-
 
 def traceback_text() -> str:
     import traceback  # only after a bug: a clean start should not pay for the import
@@ -287,5 +284,5 @@ def end_with_fatal(ctx: Context) -> int:
     restore_signal_handlers()
     ctx.serving = serving(ctx, "failure page")
     status.write_status(ctx, finished=True)
-    minutes = float(ctx.config.get("explain_minutes") or DEFAULT_EXPLAIN_MINUTES)
+    minutes = float(ctx.section("explain_minutes"))  # the schema's default before the config
     return failpage.serve(failure, ctx.env, minutes, ctx.user, ctx.log)

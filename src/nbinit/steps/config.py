@@ -20,8 +20,6 @@ BAKED_PATH = "/etc/nbinit/config.yaml"
 STATE_DIR = "/var/lib/nbinit"
 LAST_GOOD_NAME = "last-good-config.yaml"
 LAST_GOOD_META = "last-good-config.json"
-RESERVE_SHARE = 0.25  # of the deadline, kept for the steps after the fetch
-RESERVE_MAX = 5.0
 
 
 def baked_path(env: dict[str, str]) -> str:
@@ -124,12 +122,11 @@ def load_admin(ctx: Context, url: str, settings: dict[str, Any]) -> tuple[bytes,
     The fetch never takes the whole deadline: a quarter of it (at most 5 s) stays for the
     account, repos and the exec, so a hung config server still gives a timely start.
     """
-    reserve = min(RESERVE_MAX, ctx.deadline.seconds * RESERVE_SHARE)
     return fetch.fetch_config(
         url,
         token=ctx.env.get("NBINIT_CONFIG_TOKEN") or None,
         sha256=ctx.env.get("NBINIT_CONFIG_SHA256") or None,
-        timeout=max(0.0, min(float(settings["timeout"]), ctx.deadline.remaining() - reserve)),
+        timeout=min(float(settings["timeout"]), ctx.deadline.before_reserve()),
         max_bytes=int(settings["max_bytes"]),
         retries=int(settings["retries"]),
         log=ctx.log,

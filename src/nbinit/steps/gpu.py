@@ -29,8 +29,8 @@ def run(ctx: Context) -> StepResult:
         ctx.env,
         identity=ctx.user,
         timeout=timeout,
-        frameworks=tuple(settings.get("frameworks") or ()),
-        frameworks_timeout=ctx.deadline.cap(float(settings.get("frameworks_timeout", 30))),
+        frameworks=tuple(settings["frameworks"]),
+        frameworks_timeout=ctx.deadline.cap(float(settings["frameworks_timeout"])),
     )
     details = report.as_dict()
     if require is True and report.count == 0:

@@ -45,7 +45,7 @@ def current_identity(default_user: str) -> Optional[Identity]:
 
 def run(ctx: Context) -> StepResult:
     settings = ctx.section("user")
-    policy = accounts.Policy.from_settings(settings)
+    policy = accounts.AccountPolicy.from_settings(settings)
     result = _decide(ctx, settings, policy)
     if ctx.mode == "start" and ctx.is_root:
         # Whatever any config said: never root, never a system account (FATAL, with the fix).
@@ -53,7 +53,7 @@ def run(ctx: Context) -> StepResult:
     return result
 
 
-def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> StepResult:
+def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.AccountPolicy) -> StepResult:
     ctx.user = current_identity(settings["default_user"])
     name = ctx.env.get("JUPYTERHUB_USER", "")
     if not name:
@@ -101,7 +101,7 @@ def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> 
 
 
 def apply_start_sh_options(
-    ctx: Context, policy: accounts.Policy, marked: bool, marker: str
+    ctx: Context, policy: accounts.AccountPolicy, marked: bool, marker: str
 ) -> None:
     """start.sh's own options, as root in start mode: done for the user the server runs as
     where they still make sense (NB_UMASK, CHOWN_HOME), else one WARNING naming the nbinit
@@ -149,7 +149,7 @@ def apply_start_sh_options(
                     "recursive"
                 )
             return
-        home_policy = accounts.Policy.from_settings(
+        home_policy = accounts.AccountPolicy.from_settings(
             {"chown_home": "recursive" if recursive else "top", "skeleton": policy.skeleton}
         )
         floor = time.monotonic() + MUST_RUN_FLOOR
@@ -166,7 +166,7 @@ def _budget(ctx: Context, seconds: float) -> float:
 
 
 def _as_default(
-    ctx: Context, settings: dict[str, Any], policy: accounts.Policy, why: str, marker: str
+    ctx: Context, settings: dict[str, Any], policy: accounts.AccountPolicy, why: str, marker: str
 ) -> StepResult:
     """The server runs as the default user: create it first when the image lacks it."""
     created = _ensure_default(ctx, settings, policy)
@@ -182,7 +182,7 @@ def _who(user: Optional[Identity]) -> str:
     return f"{user.name} (uid {user.uid})" if user else f"uid {os.geteuid()}"
 
 
-def _ensure_default(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> bool:
+def _ensure_default(ctx: Context, settings: dict[str, Any], policy: accounts.AccountPolicy) -> bool:
     """Create user.default_user as docker-stacks has jovyan, when absent; True if created.
 
     Only as root at start, by the marker user's rules (the same tools, checks and
@@ -216,7 +216,9 @@ def _ensure_default(ctx: Context, settings: dict[str, Any], policy: accounts.Pol
     return True
 
 
-def _existing_account(ctx: Context, name: str, policy: accounts.Policy, who: str) -> StepResult:
+def _existing_account(
+    ctx: Context, name: str, policy: accounts.AccountPolicy, who: str
+) -> StepResult:
     """poststart and other modes: use the account `start` made; never create one here."""
     entry = accounts.lookup_user(name)
     if entry is None:

@@ -15,7 +15,6 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from typing import Any, Callable, Optional
 
 from nbinit import privilege, schema
@@ -248,30 +247,18 @@ def find_marker(template: str, name: str, timeout: float) -> tuple[str, str]:
     """(state, detail) of the marker; every component from the user's part down is lstat'ed.
 
     The user controls /s/<user>: a symlink anywhere there is refused, never followed. The
-    check runs in a child process because a hung NFS stat blocks in D-state, where no
-    signal reaches it; a timeout counts as absent.
+    check runs in a child process (nbinit.markerwalk) because a hung NFS stat blocks in
+    D-state, where no signal reaches it; a timeout counts as absent.
     """
+    from nbinit import runtime
+
     path = marker_path(template, name)
     # Trusted: the admin's directories above the one the user's name makes (/s).
     prefix = os.path.dirname(template.split("{user}", 1)[0] if "{user}" in template else path)
-    code = (
-        "import os,stat,sys\n"
-        "p,start=sys.argv[1],sys.argv[2]\n"
-        "parts=[c for c in p[len(start):].split('/') if c]\n"
-        "cur=start.rstrip('/') or ''\n"
-        "for c in parts:\n"
-        " cur=cur+'/'+c\n"
-        " try: st=os.lstat(cur)\n"
-        " except FileNotFoundError: print('absent',cur); sys.exit(0)\n"
-        " except OSError as e: print('error',cur,e.strerror); sys.exit(0)\n"
-        " if stat.S_ISLNK(st.st_mode): print('symlink',cur); sys.exit(0)\n"
-        " if not stat.S_ISDIR(st.st_mode): print('notdir',cur); sys.exit(0)\n"
-        "print('present',cur)\n"
-    )
     try:
         result = privilege.run_as_user(
             None,
-            [sys.executable, "-I", "-S", "-c", code, path, prefix],
+            [*runtime.module_command("nbinit.markerwalk"), path, prefix],
             env=privilege.clean_environment(None, {}),
             timeout=timeout,
             cwd="/",

@@ -89,7 +89,7 @@ def validate_name(name: str, policy: AccountPolicy) -> None:
     ):
         raise NbinitError(
             f"{name} is a system account of this image (uid {entry.pw_uid}), never a user's own",
-            f"remove the marker {marker_path(policy.marker, name)}; hub users must not be "
+            f"remove the marker {user_path(policy.marker, name)}; hub users must not be "
             "named like system accounts",
         )
 
@@ -121,7 +121,7 @@ def read_ids(env: dict[str, str], name: str, policy: AccountPolicy) -> tuple[int
     """(uid, gid, gid_defaulted): NB_GID defaults to NB_UID, as a user private group."""
     if not env.get("NB_UID"):
         raise NbinitError(
-            f"NB_UID is not set, but the marker {marker_path(policy.marker, name)} asks for "
+            f"NB_UID is not set, but the marker {user_path(policy.marker, name)} asks for "
             f"{name}'s own account",
             HUB_SETTING,
         )
@@ -239,7 +239,8 @@ MARKER_PRESENT = "present"
 MARKER_ABSENT = "absent"
 
 
-def marker_path(template: str, name: str) -> str:
+def user_path(template: str, name: str) -> str:
+    """A path template of the user section (marker, home) with {user} filled in."""
     return template.replace("{user}", name)
 
 
@@ -252,7 +253,7 @@ def find_marker(template: str, name: str, timeout: float) -> tuple[str, str]:
     """
     from nbinit import runtime
 
-    path = marker_path(template, name)
+    path = user_path(template, name)
     # Trusted: the admin's directories above the one the user's name makes (/s).
     prefix = os.path.dirname(template.split("{user}", 1)[0] if "{user}" in template else path)
     try:
@@ -373,7 +374,7 @@ def ensure_account(
     Collisions follow the policy: same name and ids -> nothing to do; same name, other ids
     -> user.on_uid_mismatch; uid held by another name -> user.on_uid_taken.
     """
-    home = marker_path(policy.home, name)
+    home = user_path(policy.home, name)
     existing = lookup_user(name)
     if existing is not None:
         if (existing.pw_uid, existing.pw_gid) == (uid, gid):

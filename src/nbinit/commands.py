@@ -61,7 +61,7 @@ def start(command: Optional[list[str]]) -> int:
         try:
             os.execvp(argv[0], argv)
         except OSError as exc:
-            log.fatal(f"cannot exec {argv[0]}: {exc.strerror}: check the command and PATH")
+            log.fatal(str(launch.cannot_exec(argv[0], exc)))
             return EXIT_FATAL
     ctx = make_context("start", command)
     try:

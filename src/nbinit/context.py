@@ -182,8 +182,9 @@ class Context:
         self.server_env: dict[str, str] = {}
         # The server's umask (start.sh's NB_UMASK); None keeps nbinit's own.
         self.umask: Optional[int] = None
-        # Work that goes on after exec, as the user (repo sync past the deadline).
-        self.background: list[Callable[[], None]] = []
+        # Called just before exec, in this process: each hands work that goes on after the
+        # exec, as the user, to the server's side (the repo sync past the deadline).
+        self.hand_overs: list[Callable[[], None]] = []
         self.status_path = ""
         self.dry_run = False
         # Names this run in files that outlive it (the problems file's state).

@@ -188,7 +188,7 @@ def start(ctx: Context) -> int:
             exec_result.outcome, exec_result.reason = FAILED, str(exc)
             exec_result.duration = time.monotonic() - started
             raise
-        for job in ctx.background:
+        for job in ctx.hand_overs:
             job()
         report_problems(ctx)
         exec_result.duration = time.monotonic() - started
@@ -205,9 +205,7 @@ def start(ctx: Context) -> int:
     except NbinitError as exc:
         ctx.failure = exc
     except OSError as exc:
-        ctx.failure = NbinitError(
-            f"cannot exec {ctx.command[0]}: {exc.strerror}", "check the command and PATH"
-        )
+        ctx.failure = launch.cannot_exec(ctx.command[0], exc)
     if ctx.failure is None:  # exec_server returns only in tests that replace it
         return EXIT_FATAL
     ctx.log.fatal(str(ctx.failure))

@@ -124,7 +124,7 @@ def _poststart_steps(ctx: Context, report_fd: int) -> None:
         with contextlib.suppress(OSError):
             os.write(report_fd, f"{ctx.deadline.seconds}\n".encode())
         run_steps(ctx, POSTSTART_STEPS[1:])
-        if ctx.background:
+        if ctx.hand_overs:
             # No server to hand over to, and a child left behind would hold the hook's
             # output open: stop it. The user can finish from a terminal.
             ctx.log.warning(

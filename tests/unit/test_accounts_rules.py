@@ -111,4 +111,4 @@ def test_policy_reads_every_user_key():
     policy = accounts.AccountPolicy.from_settings(settings)
     assert policy.on_uid_taken == "alias"
     assert policy.extra_groups == ("a", "b")
-    assert accounts.marker_path(policy.marker, "alice") == "/s/alice/jupyterhub"
+    assert accounts.user_path(policy.marker, "alice") == "/s/alice/jupyterhub"

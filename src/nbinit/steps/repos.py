@@ -162,7 +162,7 @@ def run(ctx: Context) -> StepResult:
             f"{len(waiting)} repo(s) still syncing, continuing in the background as "
             f"{ctx.user.name} after the server starts (progress: {progress})"
         )
-        ctx.background.append(worker.hand_over)
+        ctx.hand_overs.append(worker.hand_over)
         reason = f"{len(done)} synced, {len(waiting)} continue in the background"
         return (
             ok("repos", reason, **details)

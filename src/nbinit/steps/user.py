@@ -59,7 +59,7 @@ def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.AccountPoli
     if not name:
         return _as_default(ctx, settings, policy, "JUPYTERHUB_USER is not set", "user.marker")
     accounts.check_path_segment(name)
-    marker = accounts.marker_path(policy.marker, name)
+    marker = accounts.user_path(policy.marker, name)
     state, detail = accounts.find_marker(policy.marker, name, _budget(ctx, MARKER_TIMEOUT))
     if state == accounts.MARKER_ABSENT:
         return _as_default(ctx, settings, policy, f"no marker {marker}", marker)
@@ -82,7 +82,7 @@ def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.AccountPoli
     if gid_defaulted:
         ctx.log.info(f"NB_GID is not set: using NB_UID {uid} as the gid")
     # Before /etc changes: where the home goes, and whether root may hand it over.
-    home = accounts.marker_path(policy.home, name)
+    home = accounts.user_path(policy.home, name)
     accounts.check_home_path(home)
     accounts.check_home(home)
     accounts.check_home_owner(home, uid, policy)
@@ -204,7 +204,7 @@ def _ensure_default(ctx: Context, settings: dict[str, Any], policy: accounts.Acc
     # uid 1000 either way (z2jh's default, the home volume's owner): jovyan becomes a second
     # name for it rather than a FATAL. A marker user's uid is never aliased by default.
     own.on_uid_taken = "alias"
-    accounts.check_home(accounts.marker_path(own.home, name))  # before /etc changes
+    accounts.check_home(accounts.user_path(own.home, name))  # before /etc changes
     identity = accounts.ensure_account(
         name, DEFAULT_UID, DEFAULT_GID, own, ctx.log, _budget(ctx, TOOL_TIMEOUT)
     )
@@ -223,6 +223,6 @@ def _existing_account(
     entry = accounts.lookup_user(name)
     if entry is None:
         return skipped("user", f"account {name} is not created yet: running as {who}")
-    home = accounts.marker_path(policy.home, name)
+    home = accounts.user_path(policy.home, name)
     ctx.user = Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, home, entry.pw_shell)
     return ok("user", f"running as {name} (uid {entry.pw_uid})")

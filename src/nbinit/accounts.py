@@ -15,15 +15,14 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from typing import Any, Callable, Optional
 
-from nbinit import privilege
+from nbinit import privilege, schema
 from nbinit.context import Identity
 from nbinit.errors import NbinitError
 from nbinit.log import Log
 
-NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+NAME_RE = re.compile(schema.NAME_PATTERN)
 # Never a user's id: root, nobody/nogroup, the 16-bit "-1" and the 32-bit "-1".
 FORBIDDEN_IDS = (0, 65534, 65535, 4294967295)
 MAX_ID = 2**31 - 1
@@ -36,43 +35,30 @@ HUB_SETTING = (
 HOME_MODE = 0o755
 
 
-class Policy:
-    """The `user` section of the config, typed: class attributes are the defaults."""
+class AccountPolicy:
+    """The `user` section of the validated config, typed. The defaults are schema.py's."""
 
-    marker: str = "/s/{user}/jupyterhub"
-    home: str = "/home/{user}"
-    group: str = ""
-    extra_groups: tuple[str, ...] = ("users",)
-    uid_min: int = 1000
-    uid_max: int = 60000
-    on_uid_mismatch: str = "fail"
-    on_uid_taken: str = "fail"
-    chown_home: str = "top"
-    skeleton: str = "/etc/skel"
-    shell: str = "/bin/bash"
-    # extra_groups the baked config (or the defaults) lists: only these may be privileged.
-    baked_groups: tuple[str, ...] = ("users",)
+    def __init__(self, settings: Optional[dict[str, Any]] = None) -> None:
+        merged = schema.defaults()["user"]
+        merged.update((k, v) for k, v in (settings or {}).items() if v is not None)
+        self.marker: str = merged["marker"]
+        self.home: str = merged["home"]
+        # The group the account gets (empty: its own, named like it); not a config key.
+        self.group: str = str(merged.get("group") or "")
+        self.extra_groups: tuple[str, ...] = tuple(merged["extra_groups"])
+        self.uid_min: int = merged["uid_min"]
+        self.uid_max: int = merged["uid_max"]
+        self.on_uid_mismatch: str = merged["on_uid_mismatch"]
+        self.on_uid_taken: str = merged["on_uid_taken"]
+        self.chown_home: str = merged["chown_home"]
+        self.skeleton: str = merged["skeleton"]
+        self.shell: str = merged["shell"]
+        # extra_groups the baked config (or the defaults) lists: only these may be privileged.
+        self.baked_groups: tuple[str, ...] = tuple(schema.defaults()["user"]["extra_groups"])
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> Policy:
-        policy = cls()
-        for key in (
-            "marker",
-            "home",
-            "group",
-            "uid_min",
-            "uid_max",
-            "on_uid_mismatch",
-            "on_uid_taken",
-            "chown_home",
-            "skeleton",
-            "shell",
-        ):
-            if settings.get(key) is not None:
-                setattr(policy, key, settings[key])
-        if settings.get("extra_groups") is not None:
-            policy.extra_groups = tuple(settings["extra_groups"])
-        return policy
+    def from_settings(cls, settings: dict[str, Any]) -> AccountPolicy:
+        return cls(settings)
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -88,7 +74,7 @@ def check_path_segment(name: str) -> None:
         )
 
 
-def validate_name(name: str, policy: Policy) -> None:
+def validate_name(name: str, policy: AccountPolicy) -> None:
     """POSIX-portable, at most 32 characters, and not one of the image's system accounts."""
     check_path_segment(name)
     if not NAME_RE.fullmatch(name):  # match() would accept a trailing newline
@@ -103,12 +89,12 @@ def validate_name(name: str, policy: Policy) -> None:
     ):
         raise NbinitError(
             f"{name} is a system account of this image (uid {entry.pw_uid}), never a user's own",
-            f"remove the marker {marker_path(policy.marker, name)}; hub users must not be "
+            f"remove the marker {user_path(policy.marker, name)}; hub users must not be "
             "named like system accounts",
         )
 
 
-def parse_id(env: dict[str, str], variable: str, policy: Policy) -> int:
+def parse_id(env: dict[str, str], variable: str, policy: AccountPolicy) -> int:
     """NB_UID or NB_GID as a plain decimal integer inside the configured range."""
     raw = env.get(variable, "")
     if not re.fullmatch(r"[0-9]{1,10}", raw):
@@ -131,11 +117,11 @@ def parse_id(env: dict[str, str], variable: str, policy: Policy) -> int:
     return value
 
 
-def read_ids(env: dict[str, str], name: str, policy: Policy) -> tuple[int, int, bool]:
+def read_ids(env: dict[str, str], name: str, policy: AccountPolicy) -> tuple[int, int, bool]:
     """(uid, gid, gid_defaulted): NB_GID defaults to NB_UID, as a user private group."""
     if not env.get("NB_UID"):
         raise NbinitError(
-            f"NB_UID is not set, but the marker {marker_path(policy.marker, name)} asks for "
+            f"NB_UID is not set, but the marker {user_path(policy.marker, name)} asks for "
             f"{name}'s own account",
             HUB_SETTING,
         )
@@ -145,7 +131,9 @@ def read_ids(env: dict[str, str], name: str, policy: Policy) -> tuple[int, int, 
     return uid, parse_id(env, "NB_GID", policy), False
 
 
-def check_server_identity(identity: Optional[Identity], policy: Policy, default_user: str) -> None:
+def check_server_identity(
+    identity: Optional[Identity], policy: AccountPolicy, default_user: str
+) -> None:
     """Whatever any config says, the server never runs as root or outside uid_min..uid_max."""
     if identity is None:
         raise NbinitError(
@@ -197,7 +185,7 @@ def check_home_path(home: str) -> None:
         )
 
 
-def check_home_owner(home: str, uid: int, policy: Policy) -> None:
+def check_home_owner(home: str, uid: int, policy: AccountPolicy) -> None:
     """Root re-owns only a home the user already owns, or a root-owned volume: a mount
     point, or a directory the runtime made for volumes mounted in it (nothing else inside).
     Never another account's directory, nor one of the image's."""
@@ -251,7 +239,8 @@ MARKER_PRESENT = "present"
 MARKER_ABSENT = "absent"
 
 
-def marker_path(template: str, name: str) -> str:
+def user_path(template: str, name: str) -> str:
+    """A path template of the user section (marker, home) with {user} filled in."""
     return template.replace("{user}", name)
 
 
@@ -259,30 +248,18 @@ def find_marker(template: str, name: str, timeout: float) -> tuple[str, str]:
     """(state, detail) of the marker; every component from the user's part down is lstat'ed.
 
     The user controls /s/<user>: a symlink anywhere there is refused, never followed. The
-    check runs in a child process because a hung NFS stat blocks in D-state, where no
-    signal reaches it; a timeout counts as absent.
+    check runs in a child process (nbinit.markerwalk) because a hung NFS stat blocks in
+    D-state, where no signal reaches it; a timeout counts as absent.
     """
-    path = marker_path(template, name)
+    from nbinit import runtime
+
+    path = user_path(template, name)
     # Trusted: the admin's directories above the one the user's name makes (/s).
     prefix = os.path.dirname(template.split("{user}", 1)[0] if "{user}" in template else path)
-    code = (
-        "import os,stat,sys\n"
-        "p,start=sys.argv[1],sys.argv[2]\n"
-        "parts=[c for c in p[len(start):].split('/') if c]\n"
-        "cur=start.rstrip('/') or ''\n"
-        "for c in parts:\n"
-        " cur=cur+'/'+c\n"
-        " try: st=os.lstat(cur)\n"
-        " except FileNotFoundError: print('absent',cur); sys.exit(0)\n"
-        " except OSError as e: print('error',cur,e.strerror); sys.exit(0)\n"
-        " if stat.S_ISLNK(st.st_mode): print('symlink',cur); sys.exit(0)\n"
-        " if not stat.S_ISDIR(st.st_mode): print('notdir',cur); sys.exit(0)\n"
-        "print('present',cur)\n"
-    )
     try:
         result = privilege.run_as_user(
             None,
-            [sys.executable, "-I", "-S", "-c", code, path, prefix],
+            [*runtime.module_command("nbinit.markerwalk"), path, prefix],
             env=privilege.clean_environment(None, {}),
             timeout=timeout,
             cwd="/",
@@ -371,7 +348,7 @@ def _run_tool(argv: list[str], timeout: float) -> None:
         )
 
 
-def ensure_group(name: str, gid: int, policy: Policy, log: Log, timeout: float) -> str:
+def ensure_group(name: str, gid: int, policy: AccountPolicy, log: Log, timeout: float) -> str:
     """The group for gid: reuse the one that has it, else create `user.group` (default: name)."""
     existing = lookup_gid(gid)
     if existing is not None:
@@ -390,14 +367,14 @@ def ensure_group(name: str, gid: int, policy: Policy, log: Log, timeout: float) 
 
 
 def ensure_account(
-    name: str, uid: int, gid: int, policy: Policy, log: Log, timeout: float
+    name: str, uid: int, gid: int, policy: AccountPolicy, log: Log, timeout: float
 ) -> Identity:
     """The account `name` with uid:gid, created beside the image's users when absent.
 
     Collisions follow the policy: same name and ids -> nothing to do; same name, other ids
     -> user.on_uid_mismatch; uid held by another name -> user.on_uid_taken.
     """
-    home = marker_path(policy.home, name)
+    home = user_path(policy.home, name)
     existing = lookup_user(name)
     if existing is not None:
         if (existing.pw_uid, existing.pw_gid) == (uid, gid):
@@ -461,7 +438,7 @@ def ensure_account(
     return _identity(created, home)
 
 
-def is_privileged_group(entry: grp.struct_group, policy: Policy) -> bool:
+def is_privileged_group(entry: grp.struct_group, policy: AccountPolicy) -> bool:
     """gid 0 (never granted), or a system group (shadow, disk, sudo...) other than `users`."""
     return entry.gr_gid == 0 or (entry.gr_gid < policy.uid_min and entry.gr_name != "users")
 
@@ -521,7 +498,7 @@ def _check_parent(home: str) -> None:
 
 
 def ensure_home(
-    identity: Identity, policy: Policy, log: Log, time_left: Callable[[], float]
+    identity: Identity, policy: AccountPolicy, log: Log, time_left: Callable[[], float]
 ) -> None:
     """Create the home from the skeleton, or keep it and fix only its top's owner.
 
@@ -601,7 +578,7 @@ def _warn_chown(log: Log, home: str, owner: str, wanted: str, exc: OSError) -> N
 
 
 def create_home(
-    identity: Identity, policy: Policy, log: Log, time_left: Callable[[], float]
+    identity: Identity, policy: AccountPolicy, log: Log, time_left: Callable[[], float]
 ) -> None:
     """Build the home beside its final path, root-only, from the skeleton; then rename it in.
 
@@ -634,7 +611,7 @@ def create_home(
 
 
 def _fill_home(
-    build: str, identity: Identity, policy: Policy, log: Log, time_left: Callable[[], float]
+    build: str, identity: Identity, policy: AccountPolicy, log: Log, time_left: Callable[[], float]
 ) -> str:
     """Copy the skeleton into build and hand it over; returns what the home was made from."""
     home = identity.home

@@ -184,12 +184,18 @@ def wheel_entries(
     return entries
 
 
+# The build tool and its compiler stay out of the zipapp that ships in every image:
+# `python3 -m nbinit.bundle` runs from a checkout or an installed nbinit, never from it.
+BUILD_ONLY = ("bundle.py", "bytecode.py")
+
+
 def nbinit_entries() -> list[Entry]:
     package = Path(__file__).resolve().parent
     return [
         Entry(f"nbinit/{path.relative_to(package).as_posix()}", path.read_bytes())
         for path in sorted(package.rglob("*.py"))
         if "__pycache__" not in path.parts
+        and path.relative_to(package).as_posix() not in BUILD_ONLY
     ]
 
 

@@ -13,7 +13,12 @@ from nbinit.context import Context, Deadline, process_start
 from nbinit.errors import EXIT_DEGRADED, EXIT_FATAL, EXIT_OK, NbinitError
 from nbinit.log import Log, escape
 
-DEFAULT_DEADLINE = 20.0
+
+def default_deadline() -> float:
+    """The deadline until the config says otherwise: the schema's default."""
+    from nbinit import schema
+
+    return float(schema.CONFIG["properties"]["deadline"]["default"])
 
 
 def deadline_from_env(env: dict[str, str], log: Log) -> Deadline:
@@ -29,7 +34,7 @@ def deadline_from_env(env: dict[str, str], log: Log) -> Deadline:
                 f"NBINIT_DEADLINE={raw!r} is not a number of seconds from 1 to 600: "
                 f"using the config's deadline"
             )
-    return Deadline(DEFAULT_DEADLINE, start=process_start())
+    return Deadline(default_deadline(), start=process_start())
 
 
 def make_context(mode: str, command: Optional[list[str]] = None) -> Context:
@@ -56,7 +61,7 @@ def start(command: Optional[list[str]]) -> int:
         try:
             os.execvp(argv[0], argv)
         except OSError as exc:
-            log.fatal(f"cannot exec {argv[0]}: {exc.strerror}: check the command and PATH")
+            log.fatal(str(launch.cannot_exec(argv[0], exc)))
             return EXIT_FATAL
     ctx = make_context("start", command)
     try:
@@ -73,7 +78,9 @@ def start(command: Optional[list[str]]) -> int:
 def poststart() -> int:
     """Always 0: a failing postStart hook restarts the container (CrashLoopBackOff)."""
     try:
-        return pipeline.poststart(make_context("poststart"))
+        from nbinit import poststart as poststart_mode
+
+        return poststart_mode.run(make_context("poststart"))
     except BaseException as exc:  # even a bug before the pipeline must not fail the hook
         with contextlib.suppress(Exception):
             sys.stderr.write(f"nbinit: poststart: {type(exc).__name__}: {exc}\n")
@@ -122,7 +129,7 @@ def config_validate(target: str, dotfile: bool) -> int:
                 target,
                 token=env.get("NBINIT_CONFIG_TOKEN") or None,
                 sha256=env.get("NBINIT_CONFIG_SHA256") or None,
-                timeout=DEFAULT_DEADLINE,
+                timeout=default_deadline(),
                 max_bytes=config.MAX_CONFIG_BYTES,
                 retries=0,
                 log=log,

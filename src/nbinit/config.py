@@ -430,8 +430,8 @@ def _review_parsed(
 
 
 def _cross_checks(data: dict[str, Any]) -> list[str]:
-    user = data.get("user") or {}
-    if user.get("uid_min", 1000) > user.get("uid_max", 60000):
+    user = {**schema.defaults()["user"], **(data.get("user") or {})}
+    if user["uid_min"] > user["uid_max"]:
         return ["user.uid_min: must not be larger than user.uid_max"]
     return []
 

@@ -36,6 +36,9 @@ class StepResult:
         self.duration = 0.0
         self.warnings: list[str] = []
         self.errors: list[str] = []
+        # The problem that ends a start when this step is critical (the step table says
+        # which are): the pipeline logs it, as the one FATAL, or as an ERROR otherwise.
+        self.fatal: Optional[NbinitError] = None
 
     def __repr__(self) -> str:
         return f"StepResult({self.name!r}, {self.outcome!r}, {self.reason!r})"
@@ -111,6 +114,18 @@ class Deadline:
     def expired(self) -> bool:
         return self.remaining() <= 0.0
 
+    # What a long step (the config fetch, the repo sync) leaves for the steps after it.
+    RESERVE_MAX = 5.0
+    RESERVE_SHARE = 0.25
+
+    def before_reserve(self) -> float:
+        """The time left once min(5 s, 25 % of the deadline) is kept for the later steps.
+
+        A hung config server or git host still leaves the account and the exec their time.
+        """
+        reserve = min(self.RESERVE_MAX, self.seconds * self.RESERVE_SHARE)
+        return max(0.0, self.remaining() - reserve)
+
     def cap(self, seconds: float, floor: float = 0.0) -> float:
         """A step's own timeout, never past the overall deadline (nor under floor, if given)."""
         return max(0.0, min(seconds, self.remaining()), min(seconds, floor))
@@ -167,8 +182,9 @@ class Context:
         self.server_env: dict[str, str] = {}
         # The server's umask (start.sh's NB_UMASK); None keeps nbinit's own.
         self.umask: Optional[int] = None
-        # Work that goes on after exec, as the user (repo sync past the deadline).
-        self.background: list[Callable[[], None]] = []
+        # Called just before exec, in this process: each hands work that goes on after the
+        # exec, as the user, to the server's side (the repo sync past the deadline).
+        self.hand_overs: list[Callable[[], None]] = []
         self.status_path = ""
         self.dry_run = False
         # Names this run in files that outlive it (the problems file's state).

@@ -493,28 +493,6 @@ def run_smi(
     return f"failed: {problem}", []
 
 
-FRAMEWORK_PROBES = {
-    "torch": (
-        "import torch\n"
-        "n = torch.cuda.device_count() if torch.cuda.is_available() else 0\n"
-        "out = {'version': torch.__version__, 'count': n, 'cuda': torch.version.cuda}\n"
-    ),
-    "jax": (
-        "import jax\n"
-        "try:\n"
-        "    n = len(jax.devices('gpu'))\n"
-        "except RuntimeError:\n"
-        "    n = 0\n"
-        "out = {'version': jax.__version__, 'count': n}\n"
-    ),
-    "tensorflow": (
-        "import tensorflow as tf\n"
-        "out = {'version': tf.__version__, "
-        "'count': len(tf.config.list_physical_devices('GPU'))}\n"
-    ),
-}
-
-
 def probe_framework(
     name: str, identity: Optional[Identity], env: dict[str, str], timeout: float
 ) -> dict[str, Any]:
@@ -525,26 +503,19 @@ def probe_framework(
     )
     if python is None:
         return {"error": "no python3 on PATH to import it with"}
-    code = (
-        "import json, sys\n"
-        "try:\n"
-        + "".join(f"    {line}\n" for line in FRAMEWORK_PROBES[name].splitlines())
-        + "except ImportError as exc:\n"
-        "    out = {'error': 'not importable (%s)' % exc}\n"
-        "sys.stdout.write('NBINIT-PROBE ' + json.dumps(out) + '\\n')\n"
-    )
+    from nbinit import frameworkprobe, runtime
+
+    argv = [*runtime.foreign_module_command([python], "nbinit.frameworkprobe"), name]
     try:
-        result = privilege.run_as_user(
-            identity, [python, "-c", code], env=clean, timeout=timeout, cwd="/"
-        )
+        result = privilege.run_as_user(identity, argv, env=clean, timeout=timeout, cwd="/")
     except subprocess.TimeoutExpired:
         return {"error": f"did not answer within {timeout:g}s"}
     except OSError as exc:
         return {"error": f"cannot run {python}: {exc.strerror or exc}"}
     for line in result.stdout.decode("utf-8", "replace").splitlines():
-        if line.startswith("NBINIT-PROBE "):
+        if line.startswith(frameworkprobe.PREFIX):
             try:
-                data: dict[str, Any] = json.loads(line[len("NBINIT-PROBE ") :])
+                data: dict[str, Any] = json.loads(line[len(frameworkprobe.PREFIX) :])
             except ValueError:
                 break
             return data

@@ -17,6 +17,11 @@ from nbinit.log import Log
 DEFAULT_COMMANDS = ("start-singleuser.sh", "start-singleuser.py", "jupyterhub-singleuser")
 
 
+def cannot_exec(program: str, exc: OSError) -> NbinitError:
+    """The one FATAL for a command that cannot be executed (missing, not executable)."""
+    return NbinitError(f"cannot exec {program}: {exc.strerror}", "check the command and PATH")
+
+
 def resolve_command(
     command: list[str], path: Optional[str], env: Optional[dict[str, str]] = None
 ) -> list[str]:
@@ -113,7 +118,7 @@ def run_minimal_init(argv: list[str], env: dict[str, str], cwd: Optional[str], l
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
             privilege.exec_command(argv, env, cwd)
         except OSError as exc:
-            log.fatal(f"cannot exec {argv[0]}: {exc.strerror}: check the command and PATH")
+            log.fatal(str(cannot_exec(argv[0], exc)))
             os._exit(127 if exc.errno == errno.ENOENT else 126)
         os._exit(127)
     with contextlib.suppress(OSError):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import select
 import signal
 import subprocess
 import time
@@ -13,70 +11,117 @@ from types import FrameType
 from typing import Any, Callable, Optional
 
 from nbinit import privilege, status
-from nbinit.context import FAILED, Context, StepResult, failed, skipped
+from nbinit.context import DEGRADED, FAILED, OK, Context, StepResult, failed, skipped
 from nbinit.errors import (
     EXIT_FATAL,
-    EXIT_OK,
     EXIT_TERMINATED,
     NbinitError,
     Terminated,
 )
 
-Step = Callable[[Context], StepResult]
-
-# When the config never loaded (the FATAL came first): the schema's default.
-DEFAULT_EXPLAIN_MINUTES = 15.0
+StepRun = Callable[[Context], StepResult]
 
 
-def _traceback() -> str:
+def traceback_text() -> str:
     import traceback  # only after a bug: a clean start should not pay for the import
 
     return traceback.format_exc()
 
 
-# A failure in a critical step stops the start: without a valid identity the server must
-# never run (and never as root). Every other step degrades and the server still starts.
-CRITICAL = ("user",)
+def _always(ctx: Context) -> bool:
+    return True
 
 
-def _load(name: str) -> Step:
-    """Import a step only when it runs: `nbinit --version` imports none of them."""
-    import importlib
-
-    module = importlib.import_module(f"nbinit.steps.{name}")
-    step: Step = module.run
-    return step
+def _never(ctx: Context) -> bool:
+    return False
 
 
+def _gpu_required(ctx: Context) -> bool:
+    """A required GPU: never start without the evidence, even past the deadline."""
+    return bool(ctx.section("gpu")["require"] is True)
+
+
+class Step:
+    """One row of the step table: the whole contract between a step and the pipeline.
+
+    `critical`: in start mode, the step's failure is FATAL and the server never starts
+    (without a valid identity it would run as root). Every other failure degrades.
+    `must_run`: the step runs even past the deadline, with a floor of time (skipping the
+    user step would start the server as root; skipping a required GPU check would start a
+    server without the GPU it was promised).
+    """
+
+    # A plain class, not a NamedTuple: that one compiles its __new__ from source (exec) on
+    # every start, which the bytecode in the zipapp is there to avoid (tests/unit/test_bundle).
+    __slots__ = ("name", "module", "critical", "must_run")
+
+    def __init__(
+        self,
+        name: str,
+        critical: Callable[[Context], bool] = _never,
+        must_run: Callable[[Context], bool] = _never,
+    ) -> None:
+        self.name = name
+        self.module = f"nbinit.steps.{name}"
+        self.critical = critical
+        self.must_run = must_run
+
+
+STEPS = {
+    step.name: step
+    for step in (
+        Step("config", must_run=_always),
+        Step("user", critical=_always, must_run=_always),
+        Step("repos"),
+        Step("gpu", critical=_gpu_required, must_run=_gpu_required),
+        Step("hooks"),
+    )
+}
 START_STEPS = ("config", "user", "repos", "gpu", "hooks")
 POSTSTART_STEPS = ("config", "user", "repos", "gpu")
 
 
-def run_step(ctx: Context, name: str, step: Optional[Step] = None) -> StepResult:
-    """Run one step, time it, and turn its problems into a result and one log line."""
+def _load(name: str) -> StepRun:
+    """Import a step only when it runs: `nbinit --version` imports none of them."""
+    import importlib
+
+    run: StepRun = importlib.import_module(STEPS[name].module).run
+    return run
+
+
+def run_step(ctx: Context, name: str, step: Optional[StepRun] = None) -> StepResult:
+    """Run one step, time it, and turn its problems into a result and one log line.
+
+    A step reports a problem that would end the start by raising NbinitError or by
+    returning a result whose `fatal` is set; here, and only here, it becomes the FATAL
+    (a critical step in start mode) or an ERROR. A step that logged a WARNING and
+    otherwise succeeded is degraded: steps do not say so themselves.
+    """
     ctx.log.step = name
     started_wall, started = time.time(), time.monotonic()
     warnings_before, errors_before = len(ctx.log.warnings), len(ctx.log.errors)
-    critical = name in CRITICAL and ctx.mode == "start"
     try:
         result = (step or _load(name))(ctx)
     except Terminated:
         raise
     except NbinitError as exc:
-        (ctx.log.fatal if critical else ctx.log.error)(str(exc))
-        if critical:
-            ctx.failure = exc
-        result = failed(name, str(exc), critical=critical)
+        result = failed(name, str(exc))
+        result.fatal = exc
     except Exception as exc:  # a bug in nbinit: say where, keep the traceback for debug
-        crash = NbinitError(
+        ctx.log.debug(traceback_text())
+        result = failed(name, f"internal error: {type(exc).__name__}")
+        result.fatal = NbinitError(
             f"step {name} crashed ({type(exc).__name__}: {exc})",
             "this is a bug in nbinit, set NBINIT_DEBUG=1 for the traceback",
         )
-        ctx.log.error(f"{crash.problem}; {crash.fix}")
-        ctx.log.debug(_traceback())
-        if critical:
-            ctx.failure = crash
-        result = failed(name, f"internal error: {type(exc).__name__}", critical=critical)
+    try:
+        if result.fatal is not None:
+            if ctx.mode == "start" and STEPS[name].critical(ctx):
+                ctx.log.fatal(str(result.fatal))
+                ctx.failure = result.fatal
+            else:
+                ctx.log.error(str(result.fatal))
+                result.fatal = None
     finally:
         ctx.log.step = None
     result.name = name
@@ -85,34 +130,23 @@ def run_step(ctx: Context, name: str, step: Optional[Step] = None) -> StepResult
     result.duration = time.monotonic() - started
     result.warnings = ctx.log.warnings[warnings_before:]
     result.errors = ctx.log.errors[errors_before:]
+    if result.outcome == OK and result.warnings:
+        result.outcome = DEGRADED
     ctx.results.append(result)
     status.write_status(ctx)
     return result
 
 
 def run_steps(ctx: Context, names: tuple[str, ...]) -> bool:
-    """Run the steps in order; False when a critical step failed."""
+    """Run the steps in order; False when a critical step failed (its FATAL is logged)."""
     for name in names:
-        if ctx.deadline.expired() and name != "config" and not _must_run(ctx, name):
+        if ctx.deadline.expired() and not STEPS[name].must_run(ctx):
             ctx.log.warning(f"{name}: skipped, the {ctx.deadline.seconds:g}s deadline has passed")
             ctx.results.append(skipped(name, "deadline passed"))
             continue
-        result = run_step(ctx, name)
-        if result.outcome == FAILED and result.details.get("critical"):
+        if run_step(ctx, name).fatal is not None:
             return False
     return True
-
-
-def _must_run(ctx: Context, name: str) -> bool:
-    """A step that must run even past the deadline says so with `must_run(ctx)`.
-
-    Skipping the user step would start the server as root; skipping a required GPU check
-    would start a server without the GPU it was promised. Such steps keep a floor of time.
-    """
-    import importlib
-
-    check = getattr(importlib.import_module(f"nbinit.steps.{name}"), "must_run", None)
-    return bool(check and check(ctx))
 
 
 def summary(ctx: Context) -> str:
@@ -154,7 +188,7 @@ def start(ctx: Context) -> int:
             exec_result.outcome, exec_result.reason = FAILED, str(exc)
             exec_result.duration = time.monotonic() - started
             raise
-        for job in ctx.background:
+        for job in ctx.hand_overs:
             job()
         report_problems(ctx)
         exec_result.duration = time.monotonic() - started
@@ -171,9 +205,7 @@ def start(ctx: Context) -> int:
     except NbinitError as exc:
         ctx.failure = exc
     except OSError as exc:
-        ctx.failure = NbinitError(
-            f"cannot exec {ctx.command[0]}: {exc.strerror}", "check the command and PATH"
-        )
+        ctx.failure = launch.cannot_exec(ctx.command[0], exc)
     if ctx.failure is None:  # exec_server returns only in tests that replace it
         return EXIT_FATAL
     ctx.log.fatal(str(ctx.failure))
@@ -250,160 +282,5 @@ def end_with_fatal(ctx: Context) -> int:
     restore_signal_handlers()
     ctx.serving = serving(ctx, "failure page")
     status.write_status(ctx, finished=True)
-    minutes = float(ctx.config.get("explain_minutes") or DEFAULT_EXPLAIN_MINUTES)
+    minutes = float(ctx.section("explain_minutes"))  # the schema's default before the config
     return failpage.serve(failure, ctx.env, minutes, ctx.user, ctx.log)
-
-
-# postStart: the kubelet gives an exec hook no timeout; a hook that hangs leaves a pod nobody
-# can delete (kubernetes#116032) and one that fails restarts the container. z2jh's
-# singleuser.startTimeout (300 s) also covers scheduling and the image pull, so the hook
-# stops itself well before it, whatever NBINIT_DEADLINE or the config says.
-POSTSTART_HARD_LIMIT = 240.0
-POSTSTART_GRACE = 5.0  # past the soft deadline: for the steps to notice it and write status
-POSTSTART_KILL_WAIT = 2.0  # after SIGTERM, before SIGKILL
-
-
-class _Stop(Exception):
-    """SIGTERM or SIGINT reached the postStart supervisor."""
-
-
-def poststart_limit(soft: float) -> float:
-    """The hard deadline for a soft one: a little grace, never past POSTSTART_HARD_LIMIT."""
-    return min(soft + POSTSTART_GRACE, POSTSTART_HARD_LIMIT)
-
-
-def poststart(ctx: Context) -> int:
-    """postStart mode: user-level steps in a child process, stopped at a hard deadline.
-
-    This process only waits on a pipe (select, one thread), so nothing the steps do (a
-    read blocked in a thread, a stuck syscall, a helper that ignores SIGTERM) can keep it
-    from returning, and it returns 0 whatever happened: the server starts regardless.
-    """
-    try:
-        return _supervise_poststart(ctx)
-    except BaseException as exc:  # a failing postStart restarts the container: never fail
-        with contextlib.suppress(Exception):
-            ctx.log.error(f"poststart: {type(exc).__name__}: {exc}")
-    return EXIT_OK
-
-
-def _supervise_poststart(ctx: Context) -> int:
-    def stop(signum: int, frame: Optional[FrameType]) -> None:
-        raise _Stop()
-
-    # SIGTERM and SIGINT stay blocked from before the fork until inside the try: one that
-    # comes at any moment (a test or the kubelet signals as soon as the child exists) is
-    # held, then raised where the supervision ends it, never by the default action.
-    read_fd, write_fd = os.pipe()
-    held = {signal.SIGTERM, signal.SIGINT}
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    pid = os.fork()
-    if pid == 0:  # the child never returns into the caller
-        try:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-            os.close(read_fd)
-            _poststart_steps(ctx, write_fd)
-        finally:
-            os._exit(EXIT_OK)
-    limit = poststart_limit(ctx.deadline.seconds)
-    reason = ""
-    buffer = b""
-    try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-        os.close(write_fd)
-        while True:
-            remaining = ctx.deadline.start + limit - time.monotonic()
-            if remaining <= 0:
-                reason = f"the hard deadline of {limit:g}s passed"
-                break
-            ready, _, _ = select.select([read_fd], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(read_fd, 4096)
-            if not chunk:  # the child closed its end: it is done
-                _reap(pid, POSTSTART_KILL_WAIT)
-                return EXIT_OK
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:  # the child's deadline once the config step has set it
-                with contextlib.suppress(ValueError):
-                    limit = poststart_limit(float(line))
-    except _Stop:
-        reason = "terminated by signal"
-    finally:
-        os.close(read_fd)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)  # its handler stops helpers and writes the status
-    if not _reap(pid, POSTSTART_KILL_WAIT):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    message = (
-        f"poststart: {reason} after {ctx.deadline.elapsed():.1f}s: stopped; the server goes on "
-        "without what was left (see `nbinit status`, or run `nbinit repos sync`)"
-    )
-    ctx.log.error(message)
-    _mark_stopped(ctx, message)
-    return EXIT_OK
-
-
-def _poststart_steps(ctx: Context, report_fd: int) -> None:
-    """In the child: config, the user (never created here), repos, gpu; then the status."""
-    install_signal_handlers()
-    try:
-        run_step(ctx, "config")
-        ctx.deadline.seconds = min(ctx.deadline.seconds, POSTSTART_HARD_LIMIT - POSTSTART_GRACE)
-        with contextlib.suppress(OSError):
-            os.write(report_fd, f"{ctx.deadline.seconds}\n".encode())
-        run_steps(ctx, POSTSTART_STEPS[1:])
-        if ctx.background:
-            # No server to hand over to, and a child left behind would hold the hook's
-            # output open: stop it. The user can finish from a terminal.
-            ctx.log.warning(
-                f"poststart: repo sync unfinished at the {ctx.deadline.seconds:g}s deadline "
-                "was stopped: run `nbinit repos sync` in a terminal, or raise NBINIT_DEADLINE"
-            )
-            privilege.kill_children()
-        ctx.log.info(summary(ctx))
-    except Terminated:
-        ctx.log.error("poststart: terminated by signal; helpers stopped")
-    except Exception as exc:
-        ctx.log.error(f"poststart: {type(exc).__name__}: {exc}; this is a bug in nbinit")
-        ctx.log.debug(_traceback())
-    status.write_status(ctx, finished=True)
-
-
-def _reap(pid: int, wait: float) -> bool:
-    """Wait up to `wait` seconds for the child; True once it is reaped."""
-    until = time.monotonic() + wait
-    pause = 0.001  # a child that closed its pipe is exiting: look again soon, then less often
-    while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return True
-        if done:
-            return True
-        if time.monotonic() >= until:
-            return False
-        time.sleep(pause)
-        pause = min(0.02, pause * 2)
-
-
-def _mark_stopped(ctx: Context, message: str) -> None:
-    """The child's status file, marked finished and failed with why (best effort)."""
-    if not ctx.status_path:
-        return
-    try:
-        with open(ctx.status_path) as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        data = status.build_status(ctx)
-    data.update(finished=True, outcome=FAILED, updated=time.time())
-    data["errors"] = [*data.get("errors", []), message]
-    with contextlib.suppress(OSError):
-        status.write_json_atomic(ctx.status_path, data)

@@ -131,9 +131,9 @@ def choose_runtime(
 
 
 def _cache_path(env: dict[str, str]) -> str:
-    from nbinit.steps import config as config_step
+    from nbinit import lastgood
 
-    return os.path.join(os.path.dirname(config_step.last_good_path(env)), HUB_VERSION_NAME)
+    return os.path.join(os.path.dirname(lastgood.path(env)), HUB_VERSION_NAME)
 
 
 def ask_hub(env: dict[str, str], timeout: float) -> str:
@@ -202,10 +202,10 @@ def _save(path: str, url: str, version: str) -> None:
 
 
 def _load(path: str) -> Optional[str]:
-    from nbinit import fetch
+    from nbinit.trusted import read_trusted_file
 
     try:
-        data = fetch.read_trusted_file(path, MAX_ANSWER, what="cached hub version")
+        data = read_trusted_file(path, MAX_ANSWER, what="cached hub version")
         version = json.loads(data or b"{}").get("version")
     except (NbinitError, ValueError, AttributeError):
         return None

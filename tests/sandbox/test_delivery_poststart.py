@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers.sandbox import BASE_PATH, VENV_BIN
 
-from nbinit import pipeline
+from nbinit import poststart
 
 pytestmark = pytest.mark.sandbox
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.sandbox
     ],
 )
 def test_hard_limit(soft, hard):
-    assert pipeline.poststart_limit(soft) == hard
+    assert poststart.poststart_limit(soft) == hard
 
 
 @pytest.fixture
@@ -80,8 +80,8 @@ def test_a_frozen_worker_is_stopped_at_the_hard_deadline(tmp_path, silent_server
     elapsed = time.monotonic() - started
     assert process.returncode == 0
     assert out == ""
-    hard = pipeline.poststart_limit(2.0)
-    assert elapsed < hard + pipeline.POSTSTART_KILL_WAIT + 3.0
+    hard = poststart.poststart_limit(2.0)
+    assert elapsed < hard + poststart.POSTSTART_KILL_WAIT + 3.0
     errors = [line for line in err.splitlines() if line.startswith("ERROR[")]
     assert len(errors) == 1, err
     assert re.search(

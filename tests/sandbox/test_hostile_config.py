@@ -589,7 +589,7 @@ def test_recursive_chown_past_its_budget_reports_the_rest_in_one_warning(tmp_pat
     (home / "work" / "a.py").write_text("x = 1\n")
     os.link(home / "work" / "a.py", tmp_path / "outside")
     os.chown(home, 4321, 4321)
-    policy = accounts.Policy()
+    policy = accounts.AccountPolicy()
     policy.chown_home = "recursive"
     log = Log(stream=io.StringIO())
     identity = Identity("alice", 4321, 4321, str(home))

@@ -7,7 +7,7 @@ import pytest
 from nbinit import accounts, schema
 from nbinit.errors import NbinitError
 
-POLICY = accounts.Policy.from_settings(schema.defaults()["user"])
+POLICY = accounts.AccountPolicy.from_settings(schema.defaults()["user"])
 
 # Debian's useradd accepts every one of these (research note §3); nbinit must not.
 REJECTED_NAMES = [
@@ -108,7 +108,7 @@ def test_useradd_argv_is_a_vector_without_o():
 
 def test_policy_reads_every_user_key():
     settings = dict(schema.defaults()["user"], on_uid_taken="alias", extra_groups=["a", "b"])
-    policy = accounts.Policy.from_settings(settings)
+    policy = accounts.AccountPolicy.from_settings(settings)
     assert policy.on_uid_taken == "alias"
     assert policy.extra_groups == ("a", "b")
-    assert accounts.marker_path(policy.marker, "alice") == "/s/alice/jupyterhub"
+    assert accounts.user_path(policy.marker, "alice") == "/s/alice/jupyterhub"

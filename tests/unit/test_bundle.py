@@ -363,3 +363,12 @@ def test_a_named_interpreter_that_cannot_compile_is_an_error(tmp_path, capsys):
     assert capsys.readouterr().err.startswith(
         f"nbinit.bundle: error: cannot compile with {tmp_path / 'python3'}: "
     )
+
+
+def test_the_build_tool_is_not_shipped(built):
+    """Every image carries the zipapp: the builder and its compiler stay out of it."""
+    with zipfile.ZipFile(built) as archive:
+        names = archive.namelist()
+    assert "nbinit/cli.py" in names
+    assert not {"nbinit/bundle.py", "nbinit/bytecode.py"} & set(names)
+    assert not [n for n in names if n.endswith(("/bundle.pyc", "/bytecode.pyc"))]

@@ -89,7 +89,7 @@ def test_the_log_knows_the_url_secrets_from_its_first_line():
 @pytest.mark.parametrize("name", ["alice\n", "alice\r", "ali ce", "alice\x00"])
 def test_name_rules_are_full_matches(name):
     with pytest.raises(NbinitError):
-        accounts.validate_name(name, accounts.Policy())
+        accounts.validate_name(name, accounts.AccountPolicy())
     errors, _ = config.validate({"version": 1, "user": {"default_user": name}}, schema.CONFIG)
     assert errors and errors[0].startswith("user.default_user: expected a string matching")
 
@@ -167,7 +167,7 @@ def test_homes_under_a_home_root_pass(home):
 
 
 def test_privileged_groups():
-    policy = accounts.Policy()
+    policy = accounts.AccountPolicy()
     for name, gid, privileged in (
         ("root", 0, True),
         ("shadow", 42, True),

@@ -7,34 +7,17 @@ This step never fails: a start always gets a complete, validated config.
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from typing import Any, Callable, Optional, TypeVar
 
-from nbinit import config, fetch, privilege, schema
+from nbinit import config, fetch, lastgood, schema, trusted
 from nbinit.context import Context, StepResult, degraded, ok
 from nbinit.errors import NbinitError, Terminated
 
 BAKED_PATH = "/etc/nbinit/config.yaml"
-STATE_DIR = "/var/lib/nbinit"
-LAST_GOOD_NAME = "last-good-config.yaml"
-LAST_GOOD_META = "last-good-config.json"
-RESERVE_SHARE = 0.25  # of the deadline, kept for the steps after the fetch
-RESERVE_MAX = 5.0
 
 
 def baked_path(env: dict[str, str]) -> str:
     return env.get("NBINIT_BAKED_CONFIG") or BAKED_PATH
-
-
-def last_good_path(env: dict[str, str]) -> str:
-    return os.path.join(env.get("NBINIT_STATE_DIR") or STATE_DIR, LAST_GOOD_NAME)
-
-
-def read_trusted_file(path: str) -> Optional[bytes]:
-    """Root-trusted config only from a root-owned file in a root-owned directory."""
-    return fetch.read_trusted_file(path, config.MAX_CONFIG_BYTES)
 
 
 def load_baked(env: dict[str, str]) -> tuple[Optional[dict[str, Any]], list[str]]:
@@ -43,79 +26,10 @@ def load_baked(env: dict[str, str]) -> tuple[Optional[dict[str, Any]], list[str]
     One reading for `nbinit start`, `nbinit check` and `nbinit gpu` alike.
     """
     path = baked_path(env)
-    data = read_trusted_file(path)
+    data = trusted.read_trusted_file(path, config.MAX_CONFIG_BYTES)
     if data is None:
         return None, []
     return config.parse_and_check(data, path)
-
-
-def save_last_good(path: str, data: bytes, shown_url: str) -> None:
-    """Keep the last admin config that passed validation, root-only, for when the fetch fails.
-
-    Written atomically with its digest, origin and time; never on a path a user can write.
-    """
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    info = os.lstat(directory)
-    if not os.path.isdir(directory) or os.path.islink(directory) or info.st_uid != os.geteuid():
-        raise NbinitError(
-            f"{directory} is not a directory owned by uid {os.geteuid()}",
-            "make NBINIT_STATE_DIR a root-owned directory",
-        )
-    if info.st_mode & 0o077:
-        os.chmod(directory, 0o700)
-    meta = {
-        "url": shown_url,
-        "sha256": fetch.sha256_hex(data),
-        "fetched": time.time(),
-    }
-    # Every pod start fetches the same config: rewrite (and fsync) the copy only when it
-    # changed. The time of the fetch is refreshed without fsync: a crash that loses it only
-    # makes the copy look older, never newer.
-    unchanged = _same_file(path, data)
-    if not unchanged:
-        privilege.write_file_atomic(path, data, mode=0o600)
-    privilege.write_file_atomic(
-        os.path.join(directory, LAST_GOOD_META),
-        json.dumps(meta).encode(),
-        mode=0o600,
-        durable=not unchanged,
-    )
-
-
-def _same_file(path: str, data: bytes) -> bool:
-    try:
-        return read_trusted_file(path) == data
-    except NbinitError:
-        return False
-
-
-def load_last_good(
-    cache: str, shown_url: str, pin: Optional[str], max_stale_days: float
-) -> tuple[Optional[dict[str, Any]], str]:
-    """The cached admin config and when it was fetched, or None and why it cannot be used."""
-    if max_stale_days <= 0:
-        return None, "the last good copy is disabled (fetch.max_stale_days: 0)"
-    try:
-        data = read_trusted_file(cache)
-        raw_meta = read_trusted_file(os.path.join(os.path.dirname(cache), LAST_GOOD_META))
-        if data is None or raw_meta is None:
-            return None, "no last good copy"
-        meta = json.loads(raw_meta)
-        digest = fetch.sha256_hex(data)
-        if meta.get("url") != shown_url:
-            return None, "the last good copy came from another URL"
-        if meta.get("sha256") != digest:
-            return None, "the last good copy is damaged"
-        if pin is not None and digest != pin:
-            return None, "the last good copy does not match NBINIT_CONFIG_SHA256"
-        age = time.time() - float(meta.get("fetched", 0))
-        if age > max_stale_days * 86400:
-            return None, f"the last good copy is older than {max_stale_days:g} days"
-        layer, _ = config.parse_and_check(data, cache)
-    except Exception:  # noqa: BLE001 - any damage: the copy is not used
-        return None, "the last good copy is unreadable"
-    return layer, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(meta["fetched"])))
 
 
 def load_admin(ctx: Context, url: str, settings: dict[str, Any]) -> tuple[bytes, str]:
@@ -124,12 +38,11 @@ def load_admin(ctx: Context, url: str, settings: dict[str, Any]) -> tuple[bytes,
     The fetch never takes the whole deadline: a quarter of it (at most 5 s) stays for the
     account, repos and the exec, so a hung config server still gives a timely start.
     """
-    reserve = min(RESERVE_MAX, ctx.deadline.seconds * RESERVE_SHARE)
     return fetch.fetch_config(
         url,
         token=ctx.env.get("NBINIT_CONFIG_TOKEN") or None,
         sha256=ctx.env.get("NBINIT_CONFIG_SHA256") or None,
-        timeout=max(0.0, min(float(settings["timeout"]), ctx.deadline.remaining() - reserve)),
+        timeout=min(float(settings["timeout"]), ctx.deadline.before_reserve()),
         max_bytes=int(settings["max_bytes"]),
         retries=int(settings["retries"]),
         log=ctx.log,
@@ -187,7 +100,6 @@ class _Layers:
 def run(ctx: Context) -> StepResult:
     layers = _Layers()
     ctx.config, ctx.sources = layers.effective, layers.sources
-    warnings_before = len(ctx.log.warnings)
     fallback = ""
 
     try:
@@ -215,8 +127,8 @@ def run(ctx: Context) -> StepResult:
     details: dict[str, Any] = {"layers": layers.names}
     if layers.ignored:
         details["ignored"] = layers.ignored
-    if fallback or len(ctx.log.warnings) > warnings_before:
-        return degraded("config", fallback or "warnings in the config", **details)
+    if fallback:  # a WARNING alone makes the step degraded too: the pipeline says so
+        return degraded("config", fallback, **details)
     return ok("config", **details)
 
 
@@ -247,7 +159,7 @@ def _apply_deadline(ctx: Context, layers: _Layers) -> None:
 def _apply_admin(ctx: Context, url: str, layers: _Layers) -> str:
     """Add the admin layer (or its last good copy); return the fallback reason or ''."""
     settings = layers.effective["fetch"]
-    cache = last_good_path(ctx.env)
+    cache = lastgood.path(ctx.env)
     shown = fetch.safe_url(url)
     try:
         pin = fetch.normalize_pin(ctx.env.get("NBINIT_CONFIG_SHA256"))
@@ -258,7 +170,7 @@ def _apply_admin(ctx: Context, url: str, layers: _Layers) -> str:
         body, shown = _unless_crashed(lambda: load_admin(ctx, url, settings), shown)
         layer, warnings = _unless_crashed(lambda: config.parse_and_check(body, shown), shown)
     except NbinitError as exc:
-        cached, fetched_or_why = load_last_good(cache, shown, pin, settings["max_stale_days"])
+        cached, fetched_or_why = lastgood.load(cache, shown, pin, settings["max_stale_days"])
         if cached is not None:
             ctx.log.warning(
                 f"{exc}; using the last good admin config {cache} (fetched {fetched_or_why})"
@@ -275,7 +187,7 @@ def _apply_admin(ctx: Context, url: str, layers: _Layers) -> str:
     # `nbinit config show` only looks; a start or postStart keeps what it applied.
     if ctx.is_root and ctx.mode in ("start", "poststart"):
         try:
-            save_last_good(cache, body, shown)
+            lastgood.save(cache, body, shown)
         except (OSError, NbinitError) as exc:
             ctx.log.warning(f"cannot keep the last good admin config at {cache}: {exc}")
     return ""

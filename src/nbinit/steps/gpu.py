@@ -8,18 +8,13 @@ skip. The count reaches the server as NBINIT_GPU_COUNT.
 from __future__ import annotations
 
 from nbinit import gpu
-from nbinit.context import MUST_RUN_FLOOR, Context, StepResult, degraded, failed, ok, skipped
+from nbinit.context import MUST_RUN_FLOOR, Context, StepResult, failed, ok, skipped
 from nbinit.errors import NbinitError
 
 FIX_REQUIRED = (
     "request a GPU for this server (nvidia.com/gpu in the profile's extra_resource_limits) "
     "on a node with the NVIDIA device plugin, or set gpu.require: auto"
 )
-
-
-def must_run(ctx: Context) -> bool:
-    """A required GPU is checked even past the deadline: never start without the evidence."""
-    return ctx.section("gpu")["require"] is True
 
 
 def run(ctx: Context) -> StepResult:
@@ -34,27 +29,21 @@ def run(ctx: Context) -> StepResult:
         ctx.env,
         identity=ctx.user,
         timeout=timeout,
-        frameworks=tuple(settings.get("frameworks") or ()),
-        frameworks_timeout=ctx.deadline.cap(float(settings.get("frameworks_timeout", 30))),
+        frameworks=tuple(settings["frameworks"]),
+        frameworks_timeout=ctx.deadline.cap(float(settings["frameworks_timeout"])),
     )
     details = report.as_dict()
     if require is True and report.count == 0:
+        # FATAL in start mode (the step table makes a required GPU critical); an ERROR in
+        # postStart, which runs beside the server and must exit 0.
+        result = failed("gpu", "required GPU is absent", **details)
         problem = f"gpu.require is true but no usable GPU: {report.evidence()}"
-        message = f"{problem}: {FIX_REQUIRED}"
-        if ctx.mode == "start":
-            # Not in pipeline.CRITICAL: only this policy makes the step fatal.
-            ctx.log.fatal(message)
-            ctx.failure = NbinitError(problem, FIX_REQUIRED)
-            return failed("gpu", "required GPU is absent", critical=True, **details)
-        # postStart runs beside the server and must exit 0: report, do not kill.
-        ctx.log.error(message)
-        return failed("gpu", "required GPU is absent", **details)
+        result.fatal = NbinitError(problem, FIX_REQUIRED)
+        return result
     ctx.server_env["NBINIT_GPU_COUNT"] = str(report.count)
     ctx.log.info(f"gpu: {gpu.summary(report)}; NBINIT_GPU_COUNT={report.count}")
     for note in report.notes:
         ctx.log.info(f"gpu: {note}")
     for warning in report.warnings:
         ctx.log.warning(f"gpu: {warning}")
-    if report.warnings:
-        return degraded("gpu", f"{len(report.warnings)} warning(s)", **details)
     return ok("gpu", gpu.summary(report), **details)

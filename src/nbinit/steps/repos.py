@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 DOTFILE = ".nbinit.yaml"
 DOTFILE_SECONDS = 3.0  # wall clock for the child that reads it, within the deadline
 MAX_DOTFILE_WARNINGS = 5  # a dotfile of 1000 unknown keys is 6 lines, not 1000
-# Left for the steps after this one (gpu, hooks) and the exec, out of the deadline.
-RESERVE_SECONDS = 5.0
-RESERVE_SHARE = 0.25
 
 
 def policy_for(ctx: Context) -> tuple[gitsync.Policy, dict[str, str]]:
@@ -153,8 +150,7 @@ def run(ctx: Context) -> StepResult:
     except (OSError, NbinitError, subprocess.TimeoutExpired) as exc:
         ctx.log.warning(f"cannot start the git worker as {ctx.user.name}: {exc}")
         return degraded("repos", "git worker did not start")
-    reserve = min(RESERVE_SECONDS, RESERVE_SHARE * ctx.deadline.seconds)
-    until = time.monotonic() + max(0.0, ctx.deadline.remaining() - reserve)
+    until = time.monotonic() + ctx.deadline.before_reserve()
     done, problems = _follow(ctx, worker, until)
     progress = gitsync.progress_path(home)
     details: dict[str, Any] = {"progress_file": progress, "repos": done, "refused": refused}
@@ -166,7 +162,7 @@ def run(ctx: Context) -> StepResult:
             f"{len(waiting)} repo(s) still syncing, continuing in the background as "
             f"{ctx.user.name} after the server starts (progress: {progress})"
         )
-        ctx.background.append(worker.hand_over)
+        ctx.hand_overs.append(worker.hand_over)
         reason = f"{len(done)} synced, {len(waiting)} continue in the background"
         return (
             ok("repos", reason, **details)

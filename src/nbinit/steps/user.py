@@ -43,14 +43,9 @@ def current_identity(default_user: str) -> Optional[Identity]:
     return Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
 
 
-def must_run(ctx: Context) -> bool:
-    """Always, even past the deadline: without it the server would start as root."""
-    return True
-
-
 def run(ctx: Context) -> StepResult:
     settings = ctx.section("user")
-    policy = accounts.Policy.from_settings(settings)
+    policy = accounts.AccountPolicy.from_settings(settings)
     result = _decide(ctx, settings, policy)
     if ctx.mode == "start" and ctx.is_root:
         # Whatever any config said: never root, never a system account (FATAL, with the fix).
@@ -58,13 +53,13 @@ def run(ctx: Context) -> StepResult:
     return result
 
 
-def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> StepResult:
+def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.AccountPolicy) -> StepResult:
     ctx.user = current_identity(settings["default_user"])
     name = ctx.env.get("JUPYTERHUB_USER", "")
     if not name:
         return _as_default(ctx, settings, policy, "JUPYTERHUB_USER is not set", "user.marker")
     accounts.check_path_segment(name)
-    marker = accounts.marker_path(policy.marker, name)
+    marker = accounts.user_path(policy.marker, name)
     state, detail = accounts.find_marker(policy.marker, name, _budget(ctx, MARKER_TIMEOUT))
     if state == accounts.MARKER_ABSENT:
         return _as_default(ctx, settings, policy, f"no marker {marker}", marker)
@@ -87,14 +82,13 @@ def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> 
     if gid_defaulted:
         ctx.log.info(f"NB_GID is not set: using NB_UID {uid} as the gid")
     # Before /etc changes: where the home goes, and whether root may hand it over.
-    home = accounts.marker_path(policy.home, name)
+    home = accounts.user_path(policy.home, name)
     accounts.check_home_path(home)
     accounts.check_home(home)
     accounts.check_home_owner(home, uid, policy)
     # A system group must be listed by the image itself, whichever config lists it now.
     baked_groups = (ctx.baked.get("user") or {}).get("extra_groups")
     policy.baked_groups = tuple(baked_groups) if baked_groups is not None else ("users",)
-    warnings_before = len(ctx.log.warnings)
     identity = accounts.ensure_account(name, uid, gid, policy, ctx.log, _budget(ctx, TOOL_TIMEOUT))
     floor = time.monotonic() + MUST_RUN_FLOOR
     accounts.ensure_home(
@@ -103,13 +97,11 @@ def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> 
     ctx.user = identity
     apply_start_sh_options(ctx, policy, marked=True, marker=marker)
     details = {"uid": identity.uid, "gid": identity.gid, "home": identity.home}
-    if len(ctx.log.warnings) > warnings_before:
-        return degraded("user", f"running as {name} with warnings", **details)
     return ok("user", f"running as {name} (uid {identity.uid})", **details)
 
 
 def apply_start_sh_options(
-    ctx: Context, policy: accounts.Policy, marked: bool, marker: str
+    ctx: Context, policy: accounts.AccountPolicy, marked: bool, marker: str
 ) -> None:
     """start.sh's own options, as root in start mode: done for the user the server runs as
     where they still make sense (NB_UMASK, CHOWN_HOME), else one WARNING naming the nbinit
@@ -157,7 +149,7 @@ def apply_start_sh_options(
                     "recursive"
                 )
             return
-        home_policy = accounts.Policy.from_settings(
+        home_policy = accounts.AccountPolicy.from_settings(
             {"chown_home": "recursive" if recursive else "top", "skeleton": policy.skeleton}
         )
         floor = time.monotonic() + MUST_RUN_FLOOR
@@ -174,7 +166,7 @@ def _budget(ctx: Context, seconds: float) -> float:
 
 
 def _as_default(
-    ctx: Context, settings: dict[str, Any], policy: accounts.Policy, why: str, marker: str
+    ctx: Context, settings: dict[str, Any], policy: accounts.AccountPolicy, why: str, marker: str
 ) -> StepResult:
     """The server runs as the default user: create it first when the image lacks it."""
     created = _ensure_default(ctx, settings, policy)
@@ -190,7 +182,7 @@ def _who(user: Optional[Identity]) -> str:
     return f"{user.name} (uid {user.uid})" if user else f"uid {os.geteuid()}"
 
 
-def _ensure_default(ctx: Context, settings: dict[str, Any], policy: accounts.Policy) -> bool:
+def _ensure_default(ctx: Context, settings: dict[str, Any], policy: accounts.AccountPolicy) -> bool:
     """Create user.default_user as docker-stacks has jovyan, when absent; True if created.
 
     Only as root at start, by the marker user's rules (the same tools, checks and
@@ -212,7 +204,7 @@ def _ensure_default(ctx: Context, settings: dict[str, Any], policy: accounts.Pol
     # uid 1000 either way (z2jh's default, the home volume's owner): jovyan becomes a second
     # name for it rather than a FATAL. A marker user's uid is never aliased by default.
     own.on_uid_taken = "alias"
-    accounts.check_home(accounts.marker_path(own.home, name))  # before /etc changes
+    accounts.check_home(accounts.user_path(own.home, name))  # before /etc changes
     identity = accounts.ensure_account(
         name, DEFAULT_UID, DEFAULT_GID, own, ctx.log, _budget(ctx, TOOL_TIMEOUT)
     )
@@ -224,11 +216,13 @@ def _ensure_default(ctx: Context, settings: dict[str, Any], policy: accounts.Pol
     return True
 
 
-def _existing_account(ctx: Context, name: str, policy: accounts.Policy, who: str) -> StepResult:
+def _existing_account(
+    ctx: Context, name: str, policy: accounts.AccountPolicy, who: str
+) -> StepResult:
     """poststart and other modes: use the account `start` made; never create one here."""
     entry = accounts.lookup_user(name)
     if entry is None:
         return skipped("user", f"account {name} is not created yet: running as {who}")
-    home = accounts.marker_path(policy.home, name)
+    home = accounts.user_path(policy.home, name)
     ctx.user = Identity(entry.pw_name, entry.pw_uid, entry.pw_gid, home, entry.pw_shell)
     return ok("user", f"running as {name} (uid {entry.pw_uid})")

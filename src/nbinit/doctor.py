@@ -420,7 +420,7 @@ def check_disk(settings: dict[str, Any]) -> Check:
     need_mb = int(settings["git"]["min_free_mb"])
     home_root = settings["user"]["home"].split("{", 1)[0].rstrip("/") or "/"
     shown, low = [], []
-    from nbinit.gitsync import free_mb as measure  # the very figure the sync compares
+    from nbinit.git.policy import free_mb as measure  # the very figure the sync compares
 
     for path in dict.fromkeys(("/", home_root, "/tmp")):
         try:

@@ -19,7 +19,7 @@ def running_archive() -> str:
 
 # A fresh interpreter knows nothing of the zipapp (and -I ignores PYTHONPATH): put it first
 # on sys.path, use the archive's bytecode for this Python as its __main__ does (the git
-# worker would otherwise compile gitsync at every start), then run the module as `-m` would.
+# worker would otherwise compile nbinit.git at every start), then run the module as `-m` would.
 _RUN_FROM_ARCHIVE = (
     "import runpy, sys; archive = sys.argv.pop(1); sys.path.insert(0, archive); "
     "from nbinit.zipmain import use_bytecode; use_bytecode(archive); "

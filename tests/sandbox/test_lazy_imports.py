@@ -10,6 +10,8 @@ import re
 import sys
 
 import pytest
+import yaml
+from helpers.gitserver import GitHttpServer, Pusher, make_bare
 
 pytestmark = pytest.mark.sandbox
 
@@ -18,9 +20,9 @@ pytestmark = pytest.mark.sandbox
 HEAVY = ("http", "ssl", "email", "requests", "urllib3", "git")
 
 
-def imported(stderr: str) -> set[str]:
+def imported(stderr: str, top: bool = True) -> set[str]:
     found = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)$", stderr, flags=re.M)
-    return {name.split(".")[0] for name in found}
+    return {name.split(".")[0] if top else name for name in found}
 
 
 @pytest.mark.parametrize(
@@ -53,3 +55,28 @@ def test_a_fetch_imports_http_client_and_never_requests(sandbox, http_server):
     modules = imported(result.stderr)
     assert "http" in modules
     assert modules & {"requests", "urllib3", "ssl"} == {"ssl"}  # http.client imports ssl
+
+
+def test_a_start_with_repos_never_imports_the_git_runner_as_root(sandbox, tmp_path):
+    """Root plans the repos and starts the worker as the user; the code that runs git stays out."""
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    Pusher(make_bare(srv, "course"), tmp_path / "work").publish({"a.txt": "1\n"}, "initial")
+    server = GitHttpServer(srv).start()
+    try:
+        sandbox.add_jovyan()
+        sandbox.mkdir("/home/jovyan", mode=0o755, uid=1000, gid=100)
+        git = {"allowed_schemes": ["http"], "min_free_mb": 0}
+        document = {"version": 1, "git": git, "repos": [{"url": server.url("course")}]}
+        sandbox.write("/etc/nbinit/config.yaml", yaml.safe_dump(document))
+        result = sandbox.run(
+            [sys.executable, "-X", "importtime", "-m", "nbinit", "start", "--", "true"]
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert "into course (main)" in result.stderr  # the worker cloned it, as the user
+    modules = imported(result.stderr, top=False)
+    assert {"nbinit.git.policy", "nbinit.git.launcher"} <= modules  # so the check can fail
+    user_side = {"nbinit.git.runner", "nbinit.git.repo", "nbinit.git.lock", "nbinit.git.worker"}
+    assert modules & user_side == set()

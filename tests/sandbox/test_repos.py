@@ -508,9 +508,9 @@ def test_repos_sync_in_a_terminal_as_the_user(box, upstream):
 def test_a_live_lock_from_another_pod_is_respected(box, upstream):
     upstream.repo("course", {"a.txt": BASE})
     configure(box, [{"url": upstream.url("course"), "dest": "course"}])
-    from nbinit import gitsync
+    from nbinit.git import lock as gitlock
 
-    lock = f"{HOME}/.cache/nbinit/locks/{gitsync.lock_name('course')}.lock"
+    lock = f"{HOME}/.cache/nbinit/locks/{gitlock.lock_name('course')}.lock"
     for d in (f"{HOME}/.cache", f"{HOME}/.cache/nbinit", f"{HOME}/.cache/nbinit/locks", lock):
         box.mkdir(d, mode=0o700, uid=1000, gid=100)
     owner = {"host": "other-pod", "pid": 7, "start": "1", "token": "t"}

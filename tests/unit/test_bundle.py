@@ -57,7 +57,7 @@ def test_holds_every_dependency_and_its_licence(built):
     # The fetch is the standard library's http.client: requests' stack is not shipped.
     assert not any(n.startswith(("requests/", "urllib3/", "idna/", "charset_norm")) for n in names)
     assert "yaml/__init__.py" in names
-    # nbinit runs git only through gitsync's runner; GitPython is not shipped (docs/reference.md).
+    # nbinit runs git only through nbinit.git.runner; GitPython is not shipped (docs/reference.md).
     assert not any(n.startswith(("git/", "gitdb/", "smmap/")) for n in names)
     assert "certifi/cacert.pem" in names
     assert "__main__.py" in names
@@ -232,7 +232,7 @@ def test_bytecode_keeps_the_sources_file_names(built, tmp_path):
     "module, args, expected",
     [
         pytest.param("nbinit", "'--version'", "nbinit ", id="the-package"),
-        # the git worker is a submodule (nbinit.gitsync), run from this Python's bytecode
+        # the git worker is a submodule (nbinit.git.worker), run from this Python's bytecode
         pytest.param("nbinit.schema", "'config'", '{\n  "$schema"', id="a-submodule"),
     ],
 )
@@ -251,11 +251,11 @@ def test_module_command_runs_a_module_of_the_zipapp(built, module, args, expecte
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(expected)
-    assert runtime.module_command("nbinit.gitsync") == [
+    assert runtime.module_command("nbinit.git.worker") == [
         sys.executable,
         "-I",
         "-m",
-        "nbinit.gitsync",
+        "nbinit.git.worker",
     ]
 
 

@@ -8,10 +8,15 @@ import socket
 
 import pytest
 
-from nbinit import gitsync
 from nbinit.errors import NbinitError
+from nbinit.git import lock as gitlock
+from nbinit.git import policy as gitpolicy
+from nbinit.git import repo as gitrepo
+from nbinit.git import runner as gitrunner
 
-POLICY = gitsync.Policy(allowed_schemes=("https", "ssh"), allowed_hosts=("git.example.org",))
+POLICY = gitpolicy.GitPolicy.from_section(
+    {"allowed_schemes": ["https", "ssh"], "allowed_hosts": ["git.example.org"]}
+)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +45,7 @@ POLICY = gitsync.Policy(allowed_schemes=("https", "ssh"), allowed_hosts=("git.ex
 )
 def test_bad_urls_are_refused_in_one_line(url, words):
     with pytest.raises(NbinitError) as caught:
-        gitsync.check_url(url, POLICY, user_declared=True)
+        gitpolicy.check_url(url, POLICY, user_declared=True)
     message = str(caught.value)
     assert words in message
     assert "\n" not in message
@@ -58,27 +63,29 @@ def test_bad_urls_are_refused_in_one_line(url, words):
     ],
 )
 def test_allowed_urls(url):
-    gitsync.check_url(url, POLICY, user_declared=True)
+    gitpolicy.check_url(url, POLICY, user_declared=True)
 
 
 def test_admin_repos_skip_the_host_list_but_not_the_schemes():
-    gitsync.check_url("https://elsewhere.org/x.git", POLICY, user_declared=False)
+    gitpolicy.check_url("https://elsewhere.org/x.git", POLICY, user_declared=False)
     with pytest.raises(NbinitError):
-        gitsync.check_url("file:///srv/x.git", POLICY, user_declared=False)
-    with_file = gitsync.Policy(allowed_schemes=("https", "file"))
-    gitsync.check_url("file:///srv/x.git", with_file, user_declared=False)
+        gitpolicy.check_url("file:///srv/x.git", POLICY, user_declared=False)
+    with_file = gitpolicy.GitPolicy.from_section({"allowed_schemes": ["https", "file"]})
+    gitpolicy.check_url("file:///srv/x.git", with_file, user_declared=False)
 
 
 def test_wildcard_host():
-    policy = gitsync.Policy(allowed_hosts=("*.example.org",))
-    gitsync.check_url("https://a.example.org/x", policy, user_declared=True)
+    policy = gitpolicy.GitPolicy.from_section({"allowed_hosts": ["*.example.org"]})
+    gitpolicy.check_url("https://a.example.org/x", policy, user_declared=True)
     with pytest.raises(NbinitError):
-        gitsync.check_url("https://example.org.evil.com/x", policy, user_declared=True)
+        gitpolicy.check_url("https://example.org.evil.com/x", policy, user_declared=True)
 
 
 def test_user_repos_are_off_when_no_host_is_allowed():
     with pytest.raises(NbinitError, match="empty: user repos are off"):
-        gitsync.check_url("https://github.com/x/y", gitsync.Policy(), user_declared=True)
+        gitpolicy.check_url(
+            "https://github.com/x/y", gitpolicy.GitPolicy.from_section({}), user_declared=True
+        )
 
 
 @pytest.mark.parametrize(
@@ -87,12 +94,12 @@ def test_user_repos_are_off_when_no_host_is_allowed():
 )
 def test_bad_branches(branch):
     with pytest.raises(NbinitError, match="not a valid branch name"):
-        gitsync.check_branch(branch)
+        gitpolicy.check_branch(branch)
 
 
 @pytest.mark.parametrize("branch", ["main", "master", "release/2024.1", "feature_x-1"])
 def test_good_branches(branch):
-    gitsync.check_branch(branch)
+    gitpolicy.check_branch(branch)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +127,7 @@ def test_bad_dests(tmp_path, dest, words):
         (home / f"chain{i}").symlink_to(f"chain{i + 1}")
     (home / "chain1000").mkdir()
     with pytest.raises(NbinitError) as caught:
-        gitsync.check_dest(str(home), dest)
+        gitpolicy.check_dest(str(home), dest)
     assert words in str(caught.value)
 
 
@@ -128,16 +135,16 @@ def test_dest_inside_through_an_inner_symlink_is_fine(tmp_path):
     home = tmp_path / "home"
     (home / "real").mkdir(parents=True)
     (home / "link").symlink_to("real")
-    assert gitsync.check_dest(str(home), "link/x") == str(home / "link" / "x")
+    assert gitpolicy.check_dest(str(home), "link/x") == str(home / "link" / "x")
 
 
 def test_default_dest_and_on_diverge_only_for_admins(tmp_path):
     item = {"url": "https://git.example.org/team/tutorials.git", "on_diverge": "backup"}
-    admin = gitsync.plan_repo(item, str(tmp_path), POLICY, "admin")
-    user = gitsync.plan_repo(item, str(tmp_path), POLICY, "user")
+    admin = gitpolicy.plan_repo(item, str(tmp_path), POLICY, "admin")
+    user = gitpolicy.plan_repo(item, str(tmp_path), POLICY, "user")
     assert admin.dest == "tutorials" and admin.on_diverge == "backup"
     assert user.on_diverge == "report"
-    assert gitsync.default_dest("git@h:team/nb") == "nb"
+    assert gitpolicy.default_dest("git@h:team/nb") == "nb"
 
 
 def test_environment_is_built_not_inherited():
@@ -150,7 +157,7 @@ def test_environment_is_built_not_inherited():
         "SUDO_UID": "1000",
         "NBINIT_CONFIG_TOKEN": "secret",
     }
-    env = gitsync.git_environment(pod, "/home/jovyan", POLICY)
+    env = gitrunner.git_environment(pod, "/home/jovyan", POLICY)
     assert env["GIT_SSH_COMMAND"].startswith("ssh -o BatchMode=yes")
     assert env["GIT_ALLOW_PROTOCOL"] == "https:ssh"
     assert env["GIT_TERMINAL_PROMPT"] == "0"
@@ -162,7 +169,7 @@ def test_environment_is_built_not_inherited():
 
 
 def test_options_pin_protocols_hooks_and_credentials():
-    options = gitsync.git_options(POLICY, "/tmp/empty", {})
+    options = gitrunner.git_options(POLICY, "/tmp/empty", {})
     pairs = [options[i + 1] for i in range(0, len(options), 2)]
     assert options[::2] == ["-c"] * len(pairs)
     assert pairs[:3] == [
@@ -180,8 +187,10 @@ def test_options_pin_protocols_hooks_and_credentials():
     ):
         assert expected in pairs
     assert not any("token" in p.lower() for p in pairs)
-    with_token = gitsync.Policy(token_hosts=("https://git.example.org",))
-    pairs = gitsync.git_options(with_token, "/x", {"NBINIT_GIT_TOKEN": "abc"})
+    with_token = gitpolicy.GitPolicy(
+        **{**POLICY.as_dict(), "token_hosts": ("https://git.example.org",)}
+    )
+    pairs = gitrunner.git_options(with_token, "/x", {"NBINIT_GIT_TOKEN": "abc"})
     helpers = [p for p in pairs if p.startswith("credential.https://git.example.org.helper=")]
     assert len(helpers) == 1 and "abc" not in helpers[0]
 
@@ -190,7 +199,7 @@ def test_runner_refuses_root():
     if os.geteuid() != 0:
         pytest.skip("needs root")
     with pytest.raises(NbinitError, match="refusing to run git as root"):
-        gitsync.Runner(POLICY, {"HOME": "/root"}, "/tmp")
+        gitrunner.Runner(POLICY, {"HOME": "/root"}, "/tmp")
 
 
 @pytest.mark.parametrize(
@@ -203,15 +212,15 @@ def test_runner_refuses_root():
     ],
 )
 def test_same_origin(a, b, same):
-    assert gitsync._same_origin(a, b) is same
+    assert gitrepo._same_origin(a, b) is same
 
 
 # -- the lock ------------------------------------------------------------------------------
 
 
 def test_lock_excludes_a_second_holder_and_releases(tmp_path):
-    first = gitsync.RepoLock(str(tmp_path), "r")
-    second = gitsync.RepoLock(str(tmp_path), "r")
+    first = gitlock.RepoLock(str(tmp_path), "r")
+    second = gitlock.RepoLock(str(tmp_path), "r")
     assert first.acquire() is None
     held = second.acquire()
     assert held and f"pid {os.getpid()}" in held
@@ -234,32 +243,46 @@ def test_a_dead_process_on_this_host_loses_its_lock(tmp_path):
     _plant(
         tmp_path, {"host": socket.gethostname(), "pid": 2**22 + 7, "start": "1", "token": "t"}, 0
     )
-    lock = gitsync.RepoLock(str(tmp_path), "r")
+    lock = gitlock.RepoLock(str(tmp_path), "r")
     assert lock.acquire() is None
     assert lock.owner()["token"] == lock.token
 
 
 def test_a_live_lock_on_another_host_is_never_stolen(tmp_path):
     _plant(tmp_path, {"host": "other-pod", "pid": 1, "start": "1", "token": "t"}, 5)
-    held = gitsync.RepoLock(str(tmp_path), "r").acquire()
+    held = gitlock.RepoLock(str(tmp_path), "r").acquire()
     assert held and "host other-pod" in held
 
 
 def test_a_silent_lock_on_another_host_is_stale(tmp_path):
-    _plant(tmp_path, {"host": "other-pod", "pid": 1, "start": "1", "token": "t"}, gitsync.STALE + 5)
-    lock = gitsync.RepoLock(str(tmp_path), "r")
+    _plant(tmp_path, {"host": "other-pod", "pid": 1, "start": "1", "token": "t"}, gitlock.STALE + 5)
+    lock = gitlock.RepoLock(str(tmp_path), "r")
     assert lock.acquire() is None
 
 
 def test_a_breaker_in_progress_keeps_others_off(tmp_path):
-    _plant(tmp_path, {"host": "other-pod", "pid": 1, "start": "1", "token": "t"}, gitsync.STALE + 5)
+    _plant(tmp_path, {"host": "other-pod", "pid": 1, "start": "1", "token": "t"}, gitlock.STALE + 5)
     (tmp_path / "r.lock.break").mkdir()
-    assert gitsync.RepoLock(str(tmp_path), "r").acquire()
+    assert gitlock.RepoLock(str(tmp_path), "r").acquire()
 
 
 def test_a_broken_lock_notices_before_writing(tmp_path):
-    lock = gitsync.RepoLock(str(tmp_path), "r")
+    lock = gitlock.RepoLock(str(tmp_path), "r")
     assert lock.acquire() is None
     (tmp_path / "r.lock" / "owner").write_text(json.dumps({"token": "someone-else"}))
     lock.heartbeat()
     assert lock.lost
+
+
+def test_the_policy_has_no_defaults_of_its_own():
+    """schema.GIT is the one source: an empty section gives its defaults, a bare class none."""
+    from nbinit import schema
+
+    defaults = schema.defaults(schema.GIT)
+    policy = gitpolicy.GitPolicy.from_section({})
+    assert list(policy.allowed_schemes) == defaults["allowed_schemes"]
+    assert list(policy.allowed_hosts) == defaults["allowed_hosts"]
+    assert (policy.submodules, policy.timeout) == (defaults["submodules"], defaults["timeout"])
+    assert (policy.workers, policy.min_free_mb) == (defaults["workers"], defaults["min_free_mb"])
+    with pytest.raises(TypeError):
+        gitpolicy.GitPolicy()  # type: ignore[call-arg]

@@ -12,7 +12,7 @@ import pytest
 from nbinit import accounts, config, schema, status
 from nbinit.errors import NbinitError
 from nbinit.fetch import public_url, url_secrets
-from nbinit.gitsync import check_branch
+from nbinit.git.policy import check_branch
 from nbinit.log import Log, clean_tree, escape
 from nbinit.steps.config import drop_root_side_keys, is_trusted_source
 

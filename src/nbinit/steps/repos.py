@@ -2,8 +2,9 @@
 
 The admin's repos come from the `repos` section, the user's from `~/.nbinit.yaml` (read as
 the user, checked against `git.allowed_hosts`). All git work happens in a worker that runs
-as the user (nbinit.gitsync); this step waits for it only until the spawn deadline leaves
-room for the rest, and whatever is unfinished then goes on in the background.
+as the user (nbinit.git.worker, started by nbinit.git.launcher); this step waits for it only
+until the spawn deadline leaves room for the rest, and what is unfinished then goes on in the
+background.
 """
 
 from __future__ import annotations
@@ -18,21 +19,22 @@ from nbinit.context import Context, StepResult, degraded, ok, skipped
 from nbinit.errors import NbinitError
 
 if TYPE_CHECKING:
-    from nbinit import gitsync
+    from nbinit.git import launcher
+    from nbinit.git import policy as gitpolicy
 
 DOTFILE = ".nbinit.yaml"
 DOTFILE_SECONDS = 3.0  # wall clock for the child that reads it, within the deadline
 MAX_DOTFILE_WARNINGS = 5  # a dotfile of 1000 unknown keys is 6 lines, not 1000
 
 
-def policy_for(ctx: Context) -> tuple[gitsync.Policy, dict[str, str]]:
+def policy_for(ctx: Context) -> tuple[gitpolicy.GitPolicy, dict[str, str]]:
     """The admin's git policy, and the extra environment for the worker (the token)."""
     from urllib.parse import urlsplit
 
-    from nbinit import gitsync
+    from nbinit.git import policy as gitpolicy
 
     settings = ctx.section("git") or {}
-    policy = gitsync.Policy.from_section(settings)
+    policy = gitpolicy.GitPolicy.from_section(settings)
     extra: dict[str, str] = {}
     token_env = settings.get("token_env", "")
     token = ctx.env.get(token_env, "") if token_env else ""
@@ -44,7 +46,7 @@ def policy_for(ctx: Context) -> tuple[gitsync.Policy, dict[str, str]]:
             parts = urlsplit(str(item.get("url", "")))
             if parts.scheme in ("https", "http") and parts.hostname:
                 prefixes.add(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}")
-        policy = gitsync.Policy(**{**policy.as_dict(), "token_hosts": tuple(sorted(prefixes))})
+        policy = gitpolicy.GitPolicy(**{**policy.as_dict(), "token_hosts": tuple(sorted(prefixes))})
         extra["NBINIT_GIT_TOKEN"] = token
         if settings.get("token_username"):
             extra["NBINIT_GIT_USERNAME"] = str(settings["token_username"])
@@ -81,19 +83,19 @@ def declared(ctx: Context, home: str) -> list[tuple[str, str, dict[str, Any]]]:
 
 def collect(
     ctx: Context,
-    policy: gitsync.Policy,
+    policy: gitpolicy.GitPolicy,
     home: str,
     items: list[tuple[str, str, dict[str, Any]]],
-) -> tuple[list[gitsync.RepoPlan], int]:
+) -> tuple[list[gitpolicy.RepoPlan], int]:
     """Every repo that passes the policy, admin's first; each refusal is one WARNING line."""
-    from nbinit import gitsync
+    from nbinit.git import policy as gitpolicy
 
-    plans: list[gitsync.RepoPlan] = []
+    plans: list[gitpolicy.RepoPlan] = []
     refused = 0
     taken: dict[str, str] = {}
     for declared_by, where, item in items:
         try:
-            plan = gitsync.plan_repo(item, home, policy, declared_by)
+            plan = gitpolicy.plan_repo(item, home, policy, declared_by)
         except NbinitError as exc:
             ctx.log.warning(f"{where}: refused: {exc}")
             refused += 1
@@ -111,7 +113,7 @@ def collect(
 
 def plan_all(
     ctx: Context, home: str, items: list[tuple[str, str, dict[str, Any]]]
-) -> tuple[gitsync.Policy, list[gitsync.RepoPlan], int, dict[str, str]]:
+) -> tuple[gitpolicy.GitPolicy, list[gitpolicy.RepoPlan], int, dict[str, str]]:
     """The policy, the repos that pass it, how many were refused, and the worker's env."""
     policy, extra = policy_for(ctx)
     plans, refused = collect(ctx, policy, home, items)
@@ -130,15 +132,15 @@ def run(ctx: Context) -> StepResult:
         return skipped("repos", f"home {home} does not exist")
     items = declared(ctx, home)
     if not items:
-        # Before importing gitsync: a start with no repos pays nothing for git.
+        # Before importing nbinit.git: a start with no repos pays nothing for git.
         return skipped("repos", "no repos configured")
-    from nbinit import gitsync
+    from nbinit.git import launcher
 
     policy, plans, refused, env = plan_all(ctx, home, items)
     if not plans:  # items were declared, so every one of them was refused
         return degraded("repos", f"{refused} repo(s) refused, none to sync")
     try:
-        worker = gitsync.start_worker(
+        worker = launcher.start_worker(
             ctx.user,
             plans,
             policy,
@@ -152,7 +154,7 @@ def run(ctx: Context) -> StepResult:
         return degraded("repos", "git worker did not start")
     until = time.monotonic() + ctx.deadline.before_reserve()
     done, problems = _follow(ctx, worker, until)
-    progress = gitsync.progress_path(home)
+    progress = launcher.progress_path(home)
     details: dict[str, Any] = {"progress_file": progress, "repos": done, "refused": refused}
     synced = {d["dest"] for d in done}
     waiting = [p.dest for p in plans if p.dest not in synced]
@@ -185,7 +187,7 @@ def problems_file(ctx: Context) -> Optional[dict[str, str]]:
     return {"name": name, "run": ctx.run_id}
 
 
-def _follow(ctx: Context, worker: gitsync.Worker, until: Optional[float]) -> tuple[list[Any], int]:
+def _follow(ctx: Context, worker: launcher.Worker, until: Optional[float]) -> tuple[list[Any], int]:
     """Log each repo's outcome as the worker reports it, until it ends or `until` passes."""
     done: list[dict[str, Any]] = []
     problems = 0
@@ -208,7 +210,7 @@ def sync_now(ctx: Context, dry_run: bool) -> int:
     if ctx.user is None:
         ctx.log.error("no notebook user to run git as: run `nbinit repos sync` as that user")
         return EXIT_FATAL
-    from nbinit import gitsync
+    from nbinit.git import launcher
 
     home = ctx.user.home
     policy, plans, refused, env = plan_all(ctx, home, declared(ctx, home))
@@ -217,18 +219,20 @@ def sync_now(ctx: Context, dry_run: bool) -> int:
         return EXIT_DEGRADED if refused else EXIT_OK
     problems = 0
     if privilege.switches_user(ctx.user):
-        worker = gitsync.start_worker(ctx.user, plans, policy, env, dry_run=dry_run, terminal=True)
+        worker = launcher.start_worker(ctx.user, plans, policy, env, dry_run=dry_run, terminal=True)
         done, problems = _follow(ctx, worker, None)
         problems += len(plans) - len(done)
     else:
 
-        def report(outcome: gitsync.Outcome) -> None:
+        def report(outcome: gitpolicy.Outcome) -> None:
             nonlocal problems
             ctx.log.emit(outcome.level, outcome.message)
             problems += outcome.level != "INFO"
 
+        from nbinit.git import worker as gitworker  # already the user: git runs in-process
+
         try:
-            gitsync.sync_all(
+            gitworker.sync_all(
                 plans,
                 policy,
                 home,
@@ -236,7 +240,7 @@ def sync_now(ctx: Context, dry_run: bool) -> int:
                 report,
                 dry_run=dry_run,
                 terminal=True,
-                progress_file=gitsync.progress_path(home),
+                progress_file=launcher.progress_path(home),
             )
         except NbinitError as exc:
             ctx.log.error(str(exc))

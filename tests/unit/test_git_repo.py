@@ -1,0 +1,116 @@
+"""One repo's sync (nbinit.git.repo) without a sandbox start: the worker, run as a plain user.
+
+The runner refuses to run git as root, so these tests start the real worker process
+(`python -I -m nbinit.git.worker`, the plan as JSON on stdin) as `nobody` when they run as
+root, or as the current user otherwise, against the loopback git server; each asserts the
+outcome the user would see and the files left in the home.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from helpers.gitserver import GitHttpServer, Pusher, make_bare
+
+from nbinit import privilege, runtime
+from nbinit.context import Identity
+from nbinit.git import policy as gitpolicy
+
+NOBODY = Identity("nobody", 65534, 65534, "")
+GIT = {"allowed_schemes": ["http"], "min_free_mb": 0}
+
+
+class Course:
+    """A home of its own (owned by the user git runs as) and one upstream repo."""
+
+    def __init__(self, root: Path) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="nbinit-repo-test-"))  # nobody can enter it
+        self.user = NOBODY if os.geteuid() == 0 else None
+        if self.user:
+            os.chown(self.home, self.user.uid, self.user.gid)
+        srv = root / "srv"
+        srv.mkdir()
+        self.upstream = Pusher(make_bare(srv, "course"), root / "work")
+        self.upstream.publish({"a.txt": "1\n2\n3\n", "b.txt": "b\n"}, "initial")
+        self.server = GitHttpServer(srv).start()
+
+    def user_writes(self, path: str, text: str) -> None:
+        target = self.home / "course" / path
+        target.write_text(text)
+        if self.user:
+            os.chown(target, self.user.uid, self.user.gid)
+
+    def sync(self) -> dict[str, object]:
+        """Run the worker once over this course; its one repo event."""
+        policy = gitpolicy.GitPolicy.from_section(GIT)
+        plan = gitpolicy.plan_repo({"url": self.server.url("course")}, str(self.home), policy)
+        job = {"home": str(self.home), "policy": policy.as_dict(), "repos": [asdict(plan)]}
+        result = privilege.run_as_user(
+            Identity("nobody", 65534, 65534, str(self.home)) if self.user else None,
+            runtime.module_command("nbinit.git.worker"),
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.home)},
+            timeout=60,
+            cwd=str(self.home),
+            stdin_data=json.dumps(job).encode(),
+        )
+        events = [json.loads(line) for line in result.stdout.splitlines()]
+        assert result.returncode == 0, (events, result.stderr)
+        (repo,) = [e for e in events if e["event"] == "repo"]
+        return repo
+
+
+@pytest.fixture
+def course(tmp_path) -> Iterator[Course]:
+    made = Course(tmp_path)
+    yield made
+    made.server.stop()
+    shutil.rmtree(made.home)
+
+
+def test_clone_as_the_user_then_unchanged(course):
+    first = course.sync()
+    assert (first["outcome"], first["level"]) == ("cloned", "INFO")
+    clone = course.home / "course"
+    assert (clone / "a.txt").read_text() == "1\n2\n3\n"
+    if course.user:
+        assert {p.stat().st_uid for p in clone.rglob("*")} == {course.user.uid}
+    second = course.sync()
+    assert second["outcome"] == "unchanged"
+    assert second["message"] == "course: up to date (main)"
+
+
+def test_update_keeps_the_users_edit(course):
+    course.sync()
+    course.user_writes("b.txt", "my answer\n")
+    course.upstream.publish({"a.txt": "1\n2\n3\n4\n"})
+    updated = course.sync()
+    assert updated["outcome"] == "updated"
+    assert "your changes kept and auto-committed" in updated["message"]
+    assert (course.home / "course" / "a.txt").read_text() == "1\n2\n3\n4\n"
+    assert (course.home / "course" / "b.txt").read_text() == "my answer\n"
+
+
+def test_a_user_file_in_the_way_of_a_new_upstream_file_is_renamed_not_lost(course):
+    course.sync()
+    course.user_writes("c.txt", "mine\n")
+    course.upstream.publish({"c.txt": "theirs\n"})
+    updated = course.sync()
+    assert updated["outcome"] == "updated"
+    assert "1 clashing file(s) renamed" in updated["message"]
+    texts = {p.name: p.read_text() for p in (course.home / "course").iterdir() if p.is_file()}
+    assert texts["c.txt"] == "theirs\n"
+    assert "mine\n" in texts.values()
+
+
+def test_a_missing_upstream_is_one_warning_and_nothing_written(course):
+    course.server.stop()
+    failed = course.sync()
+    assert (failed["outcome"], failed["level"]) == ("failed", "WARNING")
+    assert not (course.home / "course").exists()

@@ -22,7 +22,7 @@ from typing import Any, Optional
 from nbinit import privilege, runtime
 from nbinit.context import Context, Identity
 from nbinit.errors import NbinitError
-from nbinit.gpu import version_tuple
+from nbinit.nvidia import version_tuple
 
 RUNTIME_DIR = "/usr/local/lib/nbinit/singleuser"
 # Where root unpacks the chosen runtime at start: the server's Python can then keep the

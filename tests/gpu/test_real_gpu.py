@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from nbinit import gpu
+from nbinit import gpu, nvidia
 
 pytestmark = pytest.mark.skipif(
     not (os.path.exists("/dev/nvidiactl") and shutil.which("nvidia-smi")),
@@ -34,7 +34,7 @@ def test_count_and_driver_agree_with_nvidia_smi():
     assert report.smi == "ok"
     assert report.count == len(listed) > 0
     assert report.driver_version == driver
-    assert report.libcuda is not None and not gpu.is_compat_path(report.libcuda)
+    assert report.libcuda is not None and not nvidia.is_compat_path(report.libcuda)
     assert [g["uuid"] for g in report.gpus] == [
         line.split("UUID: ")[1].rstrip(")") for line in listed
     ]

@@ -582,6 +582,7 @@ def test_recursive_chown_past_its_budget_reports_the_rest_in_one_warning(tmp_pat
 
     from nbinit import accounts
     from nbinit.context import Identity
+    from nbinit.home import ensure_home
     from nbinit.log import Log
 
     home = tmp_path / "alice"
@@ -593,7 +594,7 @@ def test_recursive_chown_past_its_budget_reports_the_rest_in_one_warning(tmp_pat
     policy.chown_home = "recursive"
     log = Log(stream=io.StringIO())
     identity = Identity("alice", 4321, 4321, str(home))
-    accounts.ensure_home(identity, policy, log, lambda: 0.0)
+    ensure_home(identity, policy, log, lambda: 0.0)
     assert log.warnings == [
         f"home {home}: recursive chown changed 0 entries to 4321:4321; it stopped at the "
         "deadline, the rest keeps its owner; fix those by hand, or set user.chown_home: top"
@@ -601,7 +602,7 @@ def test_recursive_chown_past_its_budget_reports_the_rest_in_one_warning(tmp_pat
     assert os.lstat(home / "work").st_uid == 0
 
     log = Log(stream=io.StringIO())
-    accounts.ensure_home(identity, policy, log, lambda: 5.0)
+    ensure_home(identity, policy, log, lambda: 5.0)
     assert log.warnings == [
         f"home {home}: recursive chown changed 1 entries to 4321:4321; 1 files with more "
         "than one hard link were left as they are; fix those by hand, or set "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nbinit import gpu
+from nbinit import gpu, nvidia
 
 SAMPLES = sorted((Path(__file__).parents[1] / "data" / "gpu").glob("*.txt"))
 
@@ -15,7 +15,7 @@ SAMPLES = sorted((Path(__file__).parents[1] / "data" / "gpu").glob("*.txt"))
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s.stem for s in SAMPLES])
 def test_driver_version_from_real_proc_samples(sample):
     expected = sample.stem.rsplit("-", 1)[1]
-    assert gpu.parse_driver_version(sample.read_text()) == expected
+    assert nvidia.parse_driver_version(sample.read_text()) == expected
 
 
 def test_there_are_several_real_samples():
@@ -33,7 +33,7 @@ def test_there_are_several_real_samples():
     ],
 )
 def test_driver_version_unreadable(text):
-    assert gpu.parse_driver_version(text) is None
+    assert nvidia.parse_driver_version(text) is None
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_driver_version_unreadable(text):
     [("535.104.05", (535, 104, 5)), ("418.56", (418, 56)), ("12.2.2", (12, 2, 2)), ("x", ())],
 )
 def test_version_tuple(version, expected):
-    assert gpu.version_tuple(version) == expected
+    assert nvidia.version_tuple(version) == expected
 
 
 @pytest.mark.parametrize(
@@ -60,7 +60,7 @@ def test_version_tuple(version, expected):
     ],
 )
 def test_required_driver(cuda, env, required, floor):
-    assert gpu.required_driver(cuda, env) == (required, floor)
+    assert nvidia.required_driver(cuda, env) == (required, floor)
 
 
 def _cache(*paths: str) -> bytes:
@@ -73,7 +73,7 @@ def test_cache_paths_from_real_ld_so_cache():
     cache = Path("/etc/ld.so.cache")
     if not cache.exists():
         pytest.skip("no /etc/ld.so.cache here")
-    found = gpu.cached_library_paths(cache.read_bytes(), "libc.so.6")
+    found = nvidia.cached_library_paths(cache.read_bytes(), "libc.so.6")
     assert found and all(p.endswith("/libc.so.6") and Path(p).exists() for p in found)
 
 
@@ -83,8 +83,8 @@ def test_libcuda_from_cache_skips_compat(tmp_path):
     for path in (real, compat):
         path.parent.mkdir(parents=True)
         path.write_bytes(b"")
-    assert gpu.find_libcuda(_cache(str(compat), str(real)), "") == (str(real), None)
-    assert gpu.find_libcuda(_cache(str(compat)), "") == (None, None)
+    assert nvidia.find_libcuda(_cache(str(compat), str(real)), "") == (str(real), None)
+    assert nvidia.find_libcuda(_cache(str(compat)), "") == (None, None)
 
 
 def test_libcuda_from_ld_library_path(tmp_path):
@@ -92,19 +92,19 @@ def test_libcuda_from_ld_library_path(tmp_path):
     for directory in (driver, compat):
         directory.mkdir(parents=True)
         (directory / "libcuda.so.1").write_bytes(b"")
-    assert gpu.find_libcuda(b"", f"{compat}") == (None, str(compat / "libcuda.so.1"))
-    assert gpu.find_libcuda(b"", f"{compat}:{driver}") == (
+    assert nvidia.find_libcuda(b"", f"{compat}") == (None, str(compat / "libcuda.so.1"))
+    assert nvidia.find_libcuda(b"", f"{compat}:{driver}") == (
         str(driver / "libcuda.so.1"),
         str(compat / "libcuda.so.1"),
     )
 
 
 def test_libcuda_listed_but_missing_is_not_found(tmp_path):
-    assert gpu.find_libcuda(_cache(str(tmp_path / "gone" / "libcuda.so.1")), "") == (None, None)
+    assert nvidia.find_libcuda(_cache(str(tmp_path / "gone" / "libcuda.so.1")), "") == (None, None)
 
 
 def test_image_cuda_version_sources(tmp_path):
-    assert gpu.image_cuda_version({"CUDA_VERSION": "12.4.1"}, str(tmp_path)) == (
+    assert nvidia.image_cuda_version({"CUDA_VERSION": "12.4.1"}, str(tmp_path)) == (
         "12.4.1",
         "CUDA_VERSION",
     )
@@ -112,12 +112,12 @@ def test_image_cuda_version_sources(tmp_path):
     home.mkdir()
     link = tmp_path / "cuda"
     link.symlink_to(home)
-    assert gpu.image_cuda_version({}, str(link)) == ("12.2", str(home))
+    assert nvidia.image_cuda_version({}, str(link)) == ("12.2", str(home))
     (home / "version.txt").write_text("CUDA Version 10.2.89\n")
-    assert gpu.image_cuda_version({}, str(link)) == ("10.2.89", str(link / "version.txt"))
+    assert nvidia.image_cuda_version({}, str(link)) == ("10.2.89", str(link / "version.txt"))
     (home / "version.json").write_text(json.dumps({"cuda": {"version": "12.2.2"}}))
-    assert gpu.image_cuda_version({}, str(link)) == ("12.2.2", str(link / "version.json"))
-    assert gpu.image_cuda_version({}, str(tmp_path / "none")) == (None, "")
+    assert nvidia.image_cuda_version({}, str(link)) == ("12.2.2", str(link / "version.json"))
+    assert nvidia.image_cuda_version({}, str(tmp_path / "none")) == (None, "")
 
 
 def test_smi_query_and_list_parsing():
@@ -125,7 +125,7 @@ def test_smi_query_and_list_parsing():
         "0, NVIDIA A100-SXM4-40GB, GPU-5f9f3b1c-0c6e-7a0b-3f1e-2c1d4b5a6e7f, 40960, 535.104.05\n"
         "1, NVIDIA A100-SXM4-40GB, GPU-6a0a4c2d-1d7f-8b1c-4a2f-3d2e5c6b7f80, 40960, 535.104.05\n"
     )
-    gpus = gpu.parse_smi_query(query)
+    gpus = nvidia.parse_smi_query(query)
     assert [g["index"] for g in gpus] == [0, 1]
     assert gpus[0]["memory_mib"] == 40960 and gpus[0]["driver"] == "535.104.05"
     listing = (
@@ -133,7 +133,7 @@ def test_smi_query_and_list_parsing():
         "  MIG 1g.5gb      Device  0: (UUID: MIG-1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d)\n"
         "GPU 1: Tesla T4 (UUID: GPU-0b1c2d3e-4f5a-6b7c-8d9e-0f1a2b3c4d5e)\n"
     )
-    assert [(g["index"], g["name"]) for g in gpu.parse_smi_list(listing)] == [
+    assert [(g["index"], g["name"]) for g in nvidia.parse_smi_list(listing)] == [
         (0, "NVIDIA A100-SXM4-40GB"),
         (1, "Tesla T4"),
     ]
@@ -157,7 +157,7 @@ def _present(**changes) -> gpu.Report:
 
 def _cuda(version: str, report: gpu.Report) -> gpu.Report:
     report.cuda_version = version
-    report.required_driver, report.compat_floor = gpu.required_driver(version, {})
+    report.required_driver, report.compat_floor = nvidia.required_driver(version, {})
     return report
 
 

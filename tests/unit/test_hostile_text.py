@@ -13,6 +13,7 @@ from nbinit import accounts, config, schema, status
 from nbinit.errors import NbinitError
 from nbinit.fetch import public_url, url_secrets
 from nbinit.git.policy import check_branch
+from nbinit.home import check_home_path
 from nbinit.log import Log, clean_tree, escape
 from nbinit.steps.config import drop_root_side_keys, is_trusted_source
 
@@ -158,12 +159,12 @@ def test_trusted_sources(url, pinned, trusted):
 )
 def test_home_is_never_a_system_directory(home):
     with pytest.raises(NbinitError, match=r"\(user.home\) is .*: a home is never / or a system"):
-        accounts.check_home_path(home)
+        check_home_path(home)
 
 
 @pytest.mark.parametrize("home", ["/home/alice", "/home/jovyan/alice", "/data/homes/alice"])
 def test_homes_under_a_home_root_pass(home):
-    accounts.check_home_path(home)
+    check_home_path(home)
 
 
 def test_privileged_groups():

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from nbinit import privilege
+from nbinit import fdwalk
 
 
 def nest(base, depth: int) -> None:
@@ -40,7 +40,7 @@ def test_chown_tree_stops_at_the_depth_limit_with_oserror(deep):
     fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
     try:
         with pytest.raises(OSError) as caught:
-            privilege.chown_tree(fd, 4321, 4321, lambda: 60.0)
+            fdwalk.chown_tree(fd, 4321, 4321, lambda: 60.0)
     finally:
         os.close(fd)
     assert caught.value.errno == errno.ELOOP
@@ -55,7 +55,7 @@ def test_copy_tree_stops_at_the_depth_limit_and_hands_over_what_it_made(deep, tm
     fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
     try:
         with pytest.raises(OSError) as caught:
-            privilege.copy_tree(str(deep), fd, 4321, 4321, lambda: 60.0)
+            fdwalk.copy_tree(str(deep), fd, 4321, 4321, lambda: 60.0)
     finally:
         os.close(fd)
     assert caught.value.errno == errno.ELOOP
@@ -64,7 +64,7 @@ def test_copy_tree_stops_at_the_depth_limit_and_hands_over_what_it_made(deep, tm
 
 
 def test_remove_tree_removes_what_is_in_bounds_and_never_raises(deep):
-    privilege.remove_tree(str(deep))
+    fdwalk.remove_tree(str(deep))
     assert not (deep / "f").exists() and not (deep / "l").is_symlink()
     assert not (deep / ("d/" * 100) / "f").exists()
     assert (deep / ("d/" * 200) / "f").exists()  # deeper than MAX_WALK_DEPTH: left, not recursed
@@ -76,6 +76,6 @@ def test_remove_tree_looks_at_a_bounded_number_of_entries(tmp_path, monkeypatch)
     top.mkdir()
     for i in range(50):
         (top / f"f{i}").touch()
-    monkeypatch.setattr(privilege, "MAX_REMOVED", 10)
-    privilege.remove_tree(str(top))
+    monkeypatch.setattr(fdwalk, "MAX_REMOVED", 10)
+    fdwalk.remove_tree(str(top))
     assert 35 <= len(os.listdir(top)) < 50

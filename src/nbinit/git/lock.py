@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from nbinit import privilege
+from nbinit import fdwalk
 
 HEARTBEAT = 5.0  # seconds between touches of a held lock's owner file
 STALE = 60.0  # a lock whose owner file is this much older than a fresh file is dead
@@ -121,7 +121,7 @@ class RepoLock:
                 return False
             graveyard = f"{self.path}.stale-{self.token}"
             os.rename(self.path, graveyard)
-            privilege.remove_tree(graveyard)
+            fdwalk.remove_tree(graveyard)
             return True
         except OSError:
             return False
@@ -144,7 +144,7 @@ class RepoLock:
             graveyard = f"{self.path}.done-{self.token}"
             with contextlib.suppress(OSError):
                 os.rename(self.path, graveyard)
-                privilege.remove_tree(graveyard)
+                fdwalk.remove_tree(graveyard)
         self.held = False
 
 

@@ -9,7 +9,7 @@ import tempfile
 import time
 from typing import Any, Optional
 
-from nbinit import privilege
+from nbinit import fdwalk
 from nbinit.errors import NbinitError
 from nbinit.git.lock import RepoLock
 from nbinit.git.policy import (
@@ -124,7 +124,7 @@ class RepoSync:
         with contextlib.suppress(FileNotFoundError):
             for entry in os.listdir(parent):
                 if entry.startswith(f".{name}.nbinit-clone-"):
-                    privilege.remove_tree(os.path.join(parent, entry))
+                    fdwalk.remove_tree(os.path.join(parent, entry))
 
     def clone(self, replacing: bool = False) -> Outcome:
         parent = os.path.dirname(self.path)
@@ -166,7 +166,7 @@ class RepoSync:
             os.rename(tmp, self.path)
         finally:
             if os.path.lexists(tmp):
-                privilege.remove_tree(tmp)
+                fdwalk.remove_tree(tmp)
         branch = current_branch(os.path.join(self.path, ".git"))
         message = f"cloned {self.plan.shown} into {self.plan.dest} ({branch or 'detached'})"
         if mirror_note:
@@ -194,7 +194,7 @@ class RepoSync:
         try:
             self.git.run([*args, *borrowing, *source], stream=True)
         except GitFailed as exc:
-            privilege.remove_tree(tmp)
+            fdwalk.remove_tree(tmp)
             try:
                 os.mkdir(tmp, 0o700)
             except OSError as error:

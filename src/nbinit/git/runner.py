@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from nbinit import privilege
+from nbinit import fdwalk, privilege
 from nbinit.errors import NbinitError
 from nbinit.git.policy import GitPolicy
 from nbinit.log import redact
@@ -121,7 +121,7 @@ class Runner:
 
     def close(self) -> None:
         if self.trace_dir:
-            privilege.remove_tree(self.trace_dir)
+            fdwalk.remove_tree(self.trace_dir)
 
     def run(
         self,

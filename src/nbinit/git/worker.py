@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict
 from typing import IO, Any, Callable
 
-from nbinit import privilege
+from nbinit import fdwalk, privilege
 from nbinit.errors import NbinitError
 from nbinit.git.lock import Heartbeats, RepoLock, lock_name, locks_directory
 from nbinit.git.policy import GitPolicy, Outcome, RepoPlan
@@ -131,7 +131,7 @@ def sync_all(
         heartbeats.stop.set()
         progress.finish()
         runner.close()
-        privilege.remove_tree(hooks_dir)
+        fdwalk.remove_tree(hooks_dir)
     return outcomes
 
 

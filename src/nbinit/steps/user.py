@@ -82,16 +82,18 @@ def _decide(ctx: Context, settings: dict[str, Any], policy: accounts.AccountPoli
     if gid_defaulted:
         ctx.log.info(f"NB_GID is not set: using NB_UID {uid} as the gid")
     # Before /etc changes: where the home goes, and whether root may hand it over.
-    home = accounts.user_path(policy.home, name)
-    accounts.check_home_path(home)
-    accounts.check_home(home)
-    accounts.check_home_owner(home, uid, policy)
+    from nbinit import home  # only for an own account: a plain start never needs it
+
+    home_path = accounts.user_path(policy.home, name)
+    home.check_home_path(home_path)
+    home.check_home(home_path)
+    home.check_home_owner(home_path, uid, policy)
     # A system group must be listed by the image itself, whichever config lists it now.
     baked_groups = (ctx.baked.get("user") or {}).get("extra_groups")
     policy.baked_groups = tuple(baked_groups) if baked_groups is not None else ("users",)
     identity = accounts.ensure_account(name, uid, gid, policy, ctx.log, _budget(ctx, TOOL_TIMEOUT))
     floor = time.monotonic() + MUST_RUN_FLOOR
-    accounts.ensure_home(
+    home.ensure_home(
         identity, policy, ctx.log, lambda: max(ctx.deadline.remaining(), floor - time.monotonic())
     )
     ctx.user = identity
@@ -149,11 +151,13 @@ def apply_start_sh_options(
                     "recursive"
                 )
             return
+        from nbinit import home
+
         home_policy = accounts.AccountPolicy.from_settings(
             {"chown_home": "recursive" if recursive else "top", "skeleton": policy.skeleton}
         )
         floor = time.monotonic() + MUST_RUN_FLOOR
-        accounts.ensure_home(
+        home.ensure_home(
             ctx.user,
             home_policy,
             ctx.log,
@@ -204,12 +208,14 @@ def _ensure_default(ctx: Context, settings: dict[str, Any], policy: accounts.Acc
     # uid 1000 either way (z2jh's default, the home volume's owner): jovyan becomes a second
     # name for it rather than a FATAL. A marker user's uid is never aliased by default.
     own.on_uid_taken = "alias"
-    accounts.check_home(accounts.user_path(own.home, name))  # before /etc changes
+    from nbinit import home
+
+    home.check_home(accounts.user_path(own.home, name))  # before /etc changes
     identity = accounts.ensure_account(
         name, DEFAULT_UID, DEFAULT_GID, own, ctx.log, _budget(ctx, TOOL_TIMEOUT)
     )
     floor = time.monotonic() + MUST_RUN_FLOOR
-    accounts.ensure_home(
+    home.ensure_home(
         identity, own, ctx.log, lambda: max(ctx.deadline.remaining(), floor - time.monotonic())
     )
     ctx.user = identity

@@ -31,7 +31,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from nbinit import bundle, runtime, singleuser
+from nbinit import runtime, singleuser
+from nbinit.bundle.runtimes import (
+    DEFAULT_RUNTIME_WHEELS,
+    RUNTIME_DIR,
+    RUNTIMES,
+    build_runtimes,
+    runtime_name,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 LAB = PROJECT / "build" / "lab-venv"
@@ -141,15 +148,15 @@ def ensure_installed(version: str) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--version", default="5.5.4", choices=list(bundle.RUNTIMES))
+    parser.add_argument("--version", default="5.5.4", choices=list(RUNTIMES))
     args = parser.parse_args()
     if not (LAB / "bin" / "python").exists():
         sys.stderr.write(f"{LAB} is missing: run scripts/setup.sh\n")
         return 1
-    runtimes = bundle.build_runtimes(PROJECT / bundle.DEFAULT_RUNTIME_WHEELS)
+    runtimes = build_runtimes(PROJECT / DEFAULT_RUNTIME_WHEELS)
     with tempfile.TemporaryDirectory() as directory:
-        zip_path = Path(directory) / bundle.runtime_name(args.version)
-        zip_path.write_bytes(runtimes[f"{bundle.RUNTIME_DIR}/{zip_path.name}"])
+        zip_path = Path(directory) / runtime_name(args.version)
+        zip_path.write_bytes(runtimes[f"{RUNTIME_DIR}/{zip_path.name}"])
         os.chmod(directory, 0o755)
         started = time.perf_counter()
         unpacked = singleuser.extract_runtime(str(zip_path), root=str(Path(directory) / "run"))

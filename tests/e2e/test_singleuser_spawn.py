@@ -16,7 +16,7 @@ import pytest
 from helpers.sandbox import PROJECT, VENV_BIN
 from test_jupyterhub_spawn import PROXY, prerequisites
 
-from nbinit import bundle
+from nbinit.bundle.runtimes import DEFAULT_RUNTIME_WHEELS, build_runtimes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sandbox]
 
@@ -34,7 +34,7 @@ def test_hub_spawns_nbinits_runtime_on_an_image_without_jupyterhub(sandbox):
 
     sandbox.add_jovyan()
     sandbox.mkdir("/s/alice/jupyterhub")
-    for relative, data in bundle.build_runtimes(PROJECT / bundle.DEFAULT_RUNTIME_WHEELS).items():
+    for relative, data in build_runtimes(PROJECT / DEFAULT_RUNTIME_WHEELS).items():
         sandbox.write(f"/{relative}", data)
     argv = [
         "tini", "-g", "--", str(VENV_BIN / "python"), str(DRIVER),

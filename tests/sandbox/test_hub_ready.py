@@ -13,7 +13,7 @@ import json
 import pytest
 from helpers.sandbox import PROJECT, VENV_BIN
 
-from nbinit import bundle
+from nbinit.bundle.runtimes import DEFAULT_RUNTIME_WHEELS, build_runtimes
 
 pytestmark = pytest.mark.sandbox
 
@@ -43,7 +43,7 @@ LOCAL_PATH = f"{LAB_BIN}:{IMAGE_PATH}"  # the image's Python first, no jupyterhu
 def runtimes() -> dict[str, bytes]:
     if not (LAB_BIN / "python").exists():
         pytest.skip(f"{LAB_BIN}/python is missing (scripts/setup.sh makes it)")
-    return bundle.build_runtimes(PROJECT / bundle.DEFAULT_RUNTIME_WHEELS)
+    return build_runtimes(PROJECT / DEFAULT_RUNTIME_WHEELS)
 
 
 def image_with_runtimes(box, runtimes: dict[str, bytes]) -> None:

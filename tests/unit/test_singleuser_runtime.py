@@ -15,16 +15,24 @@ from pathlib import Path
 import pytest
 
 from nbinit import bundle
+from nbinit.bundle.runtimes import (
+    DEFAULT_RUNTIME_WHEELS,
+    RUNTIME_DIR,
+    RUNTIME_LEFT_OUT,
+    RUNTIMES,
+    build_runtimes,
+    runtime_pins,
+)
 
 PROJECT = Path(__file__).resolve().parents[2]
-WHEELS = PROJECT / bundle.DEFAULT_RUNTIME_WHEELS
+WHEELS = PROJECT / DEFAULT_RUNTIME_WHEELS
 LAB_PYTHON = PROJECT / "build" / "lab-venv" / "bin" / "python"
 SIZE_BUDGET = 2_600_000  # bytes per runtime; today 2.0 to 2.4 MB
 
 
 @pytest.fixture(scope="module")
 def runtimes() -> dict[str, bytes]:
-    return bundle.build_runtimes(WHEELS)
+    return build_runtimes(WHEELS)
 
 
 def names(data: bytes) -> list[str]:
@@ -33,29 +41,29 @@ def names(data: bytes) -> list[str]:
 
 def test_one_runtime_per_major_version_in_the_tree(runtimes):
     assert sorted(runtimes) == [
-        f"{bundle.RUNTIME_DIR}/jupyterhub-4.1.6.zip",
-        f"{bundle.RUNTIME_DIR}/jupyterhub-5.5.4.zip",
-        f"{bundle.RUNTIME_DIR}/jupyterhub-6.1.1.zip",
+        f"{RUNTIME_DIR}/jupyterhub-4.1.6.zip",
+        f"{RUNTIME_DIR}/jupyterhub-5.5.4.zip",
+        f"{RUNTIME_DIR}/jupyterhub-6.1.1.zip",
     ]
 
 
 def test_two_builds_give_the_same_bytes(runtimes):
-    assert bundle.build_runtimes(WHEELS) == runtimes
+    assert build_runtimes(WHEELS) == runtimes
 
 
-@pytest.mark.parametrize("version", list(bundle.RUNTIMES))
+@pytest.mark.parametrize("version", list(RUNTIMES))
 def test_holds_jupyterhub_its_dependencies_and_their_licences(runtimes, version):
-    data = runtimes[f"{bundle.RUNTIME_DIR}/jupyterhub-{version}.zip"]
+    data = runtimes[f"{RUNTIME_DIR}/jupyterhub-{version}.zip"]
     listed = names(data)
     assert listed == sorted(listed)
     assert len(data) < SIZE_BUDGET
     archive = zipfile.ZipFile(io.BytesIO(data))
-    for project, pinned, packages, _ in bundle._runtime_pins(version):
+    for project, pinned, packages, _ in runtime_pins(version):
         top = packages[0]
         assert any(n == top or n.startswith(f"{top}/") for n in listed), project
         assert any(n.startswith(f"nbinit-licenses/{project}/") for n in listed), project
         assert f"{project}=={pinned}" in archive.read("nbinit-licenses/MANIFEST.txt").decode()
-    assert not [n for n in listed if n.startswith(bundle.RUNTIME_LEFT_OUT)]
+    assert not [n for n in listed if n.startswith(RUNTIME_LEFT_OUT)]
     assert not [n for n in listed if n.endswith((".so", ".pyc", ".pyx", ".pyi"))]
     assert not [n for n in listed if "/tests/" in n or "/test/" in n]
 
@@ -67,16 +75,16 @@ def test_the_tree_carries_the_runtimes(tmp_path, runtimes):
         assert path in written
         assert path.read_bytes() == data
         assert path.stat().st_mode & 0o777 == 0o644
-    assert (tmp_path / bundle.RUNTIME_DIR).stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / RUNTIME_DIR).stat().st_mode & 0o777 == 0o755
 
 
-@pytest.mark.parametrize("version", list(bundle.RUNTIMES))
+@pytest.mark.parametrize("version", list(RUNTIMES))
 def test_singleuser_imports_from_the_zip_next_to_jupyter_server(runtimes, version, tmp_path):
     """Everything left out is never imported: the extension and its mixins load from the zip."""
     if not LAB_PYTHON.exists():
         pytest.skip(f"{LAB_PYTHON} is missing (scripts/setup.sh makes it)")
     path = tmp_path / f"jupyterhub-{version}.zip"
-    path.write_bytes(runtimes[f"{bundle.RUNTIME_DIR}/jupyterhub-{version}.zip"])
+    path.write_bytes(runtimes[f"{RUNTIME_DIR}/jupyterhub-{version}.zip"])
     code = (
         "import sys; sys.path.append(sys.argv[1]); import jupyterhub, jupyterhub.singleuser, "
         "jupyterhub.singleuser.extension, jupyterhub.singleuser.mixins; "

@@ -102,7 +102,7 @@ def _unescape_mount(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-# -- making it ----------------------------------------------------------------------------
+# -- checking and making it ---------------------------------------------------------------
 
 
 def check_home(home: str) -> bool:

@@ -1,4 +1,4 @@
-"""`nbinit --version` and a start with nothing to fetch or clone import no HTTP client or git.
+"""`nbinit --version` and a start with nothing to do import no HTTP client, git or home-making code.
 
 They cost tens of milliseconds at every pod start; `python -X importtime` lists every module
 a run imported (on stderr, before exec replaces the process).
@@ -18,6 +18,7 @@ pytestmark = pytest.mark.sandbox
 # requests and urllib3 are no longer used at all (the fetch is http.client): a start that
 # imports them has picked up an image's site-packages.
 HEAVY = ("http", "ssl", "email", "requests", "urllib3", "git")
+HOME_MODULES = {"nbinit.home", "nbinit.fdwalk"}
 
 
 def imported(stderr: str, top: bool = True) -> set[str]:
@@ -41,6 +42,21 @@ def test_no_requests_or_git_import(sandbox, args):
     assert modules & set(HEAVY) == set()
     if args[0] == "start":  # the failure page's http.server, and argparse, only when needed
         assert modules & {"http", "html", "argparse"} == set()
+        # The home and the tree walks only when a start makes or re-owns a home.
+        assert imported(result.stderr, top=False) & HOME_MODULES == set()
+
+
+def test_a_start_that_makes_a_home_imports_the_home_and_the_walks(sandbox):
+    """The check above can fail: the marker user's account and home bring them in."""
+    sandbox.add_jovyan()
+    sandbox.mkdir("/s/alice/jupyterhub")
+    result = sandbox.run(
+        [sys.executable, "-X", "importtime", "-m", "nbinit", "start", "--", "true"],
+        env={"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "created home /home/alice" in result.stderr
+    assert imported(result.stderr, top=False) >= HOME_MODULES
 
 
 def test_a_fetch_imports_http_client_and_never_requests(sandbox, http_server):

@@ -12,8 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from nbinit import config, gpu, privilege, schema, singleuser
 from nbinit.context import Identity
@@ -29,15 +28,14 @@ FIX_SINGLEUSER = (
 FIX_GIT = "apt-get install git (or conda install git)"
 
 
-@dataclass
-class Check:
+class Check(NamedTuple):
     name: str
     result: str
     detail: str
     fix: str = ""
 
     def as_dict(self) -> dict[str, str]:
-        return asdict(self)
+        return self._asdict()
 
 
 def _which(name: str, env: dict[str, str]) -> Optional[str]:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 from urllib.parse import urlsplit
 
 from nbinit import schema
@@ -26,8 +25,7 @@ _BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
 PROGRESS_NAME = "repos.json"
 
 
-@dataclass(frozen=True)
-class GitPolicy:
+class GitPolicy(NamedTuple):
     """The admin's `git` section, as every git process sees it (defaults: schema.GIT only)."""
 
     allowed_schemes: tuple[str, ...]
@@ -57,7 +55,7 @@ class GitPolicy:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GitPolicy:
@@ -67,8 +65,7 @@ class GitPolicy:
         return cls(**data)
 
 
-@dataclass
-class RepoPlan:
+class RepoPlan(NamedTuple):
     """One checked repo: what to clone where, and who declared it."""
 
     url: str
@@ -84,15 +81,14 @@ class RepoPlan:
         return shown_url(self.url)
 
 
-@dataclass
-class Outcome:
+class Outcome(NamedTuple):
     """What sync did to one repo; `level` is the log level a person should see it at."""
 
     dest: str
     outcome: str  # cloned updated unchanged switched backed-up left skipped failed would-*
     message: str
-    level: str = "INFO"
-    details: dict[str, Any] = field(default_factory=dict)
+    level: str
+    details: dict[str, Any]
 
 
 def shown_url(url: str) -> str:

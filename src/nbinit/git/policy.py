@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from nbinit import schema
 from nbinit.errors import NbinitError
-from nbinit.log import redact
+from nbinit.urls import public_url
 
 SCHEMES = tuple(schema.GIT["properties"]["allowed_schemes"]["items"]["enum"])
 _TRANSPORT = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)::")
@@ -78,7 +78,7 @@ class RepoPlan(NamedTuple):
 
     @property
     def shown(self) -> str:
-        return shown_url(self.url)
+        return public_url(self.url)
 
 
 class Outcome(NamedTuple):
@@ -89,11 +89,6 @@ class Outcome(NamedTuple):
     message: str
     level: str
     details: dict[str, Any]
-
-
-def shown_url(url: str) -> str:
-    """The URL as it may appear in a log or status file: no credentials."""
-    return redact(url)
 
 
 def parse_url(url: str) -> tuple[str, str, str, bool]:
@@ -130,7 +125,7 @@ def mirror_repo(mirror: str, url: str) -> tuple[str, str]:
     _, host, path, _ = parse_url(url)
     parts = [p for p in path.strip("/").split("/") if p]
     if not host or not parts or any(p in (".", "..") or p.startswith("-") for p in parts):
-        return "", f"no mirror path for {shown_url(url)}"
+        return "", f"no mirror path for {public_url(url)}"
     if not parts[-1].endswith(".git"):
         parts[-1] += ".git"
     repo = os.path.join(mirror, host, *parts)
@@ -159,7 +154,7 @@ def check_url(url: str, policy: GitPolicy, user_declared: bool) -> None:
     fix = "see docs/security.md, 'The git sandbox', for what is allowed"
     if not url:
         raise NbinitError("url is empty", fix)
-    shown = shown_url(url)
+    shown = public_url(url)
     if url.startswith("-"):
         raise NbinitError(f"url {shown[:60]!r} starts with '-' (an option, not a URL)", fix)
     transport = _TRANSPORT.match(url)

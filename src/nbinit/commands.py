@@ -6,12 +6,15 @@ import contextlib
 import json
 import os
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from nbinit import pipeline, status
 from nbinit.context import Context, Deadline, process_start
 from nbinit.errors import EXIT_DEGRADED, EXIT_FATAL, EXIT_OK, NbinitError
 from nbinit.log import Log, escape
+
+if TYPE_CHECKING:
+    from nbinit.git import policy as gitpolicy
 
 
 def default_deadline() -> float:
@@ -180,7 +183,10 @@ def config_show() -> int:
 
 
 def repos_sync(dry_run: bool) -> int:
-    """`nbinit repos sync`: config and user as at start, then every repo now, in the terminal."""
+    """`nbinit repos sync`: config and user as at start, then every repo now, waiting for
+    all, git's progress in the terminal."""
+    from nbinit import privilege
+    from nbinit.git import launcher
     from nbinit.steps import repos
 
     ctx = make_context("repos-sync")
@@ -188,7 +194,43 @@ def repos_sync(dry_run: bool) -> int:
     ctx.dry_run = dry_run
     if not pipeline.run_steps(ctx, ("config", "user")):
         return EXIT_FATAL
-    return repos.sync_now(ctx, dry_run)
+    if ctx.user is None:
+        ctx.log.error("no notebook user to run git as: run `nbinit repos sync` as that user")
+        return EXIT_FATAL
+    home = ctx.user.home
+    policy, plans, refused, env = repos.plan_all(ctx, home, repos.declared(ctx, home))
+    if not plans:
+        ctx.log.info("no repos to sync" + (f" ({refused} refused)" if refused else ""))
+        return EXIT_DEGRADED if refused else EXIT_OK
+    problems = 0
+    if privilege.switches_user(ctx.user):
+        worker = launcher.start_worker(ctx.user, plans, policy, env, dry_run=dry_run, terminal=True)
+        done, problems = repos.follow(ctx, worker, None)
+        problems += len(plans) - len(done)
+    else:
+
+        def report(outcome: gitpolicy.Outcome) -> None:
+            nonlocal problems
+            ctx.log.emit(outcome.level, outcome.message)
+            problems += outcome.level != "INFO"
+
+        from nbinit.git import worker as gitworker  # already the user: git runs in-process
+
+        try:
+            gitworker.sync_all(
+                plans,
+                policy,
+                home,
+                env,
+                report,
+                dry_run=dry_run,
+                terminal=True,
+                progress_file=launcher.progress_path(home),
+            )
+        except NbinitError as exc:
+            ctx.log.error(str(exc))
+            return EXIT_FATAL
+    return EXIT_DEGRADED if problems or refused else EXIT_OK
 
 
 def gpu_report(as_json: bool) -> int:

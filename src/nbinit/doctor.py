@@ -12,8 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from nbinit import config, gpu, privilege, schema, singleuser
 from nbinit.context import Identity
@@ -29,15 +28,14 @@ FIX_SINGLEUSER = (
 FIX_GIT = "apt-get install git (or conda install git)"
 
 
-@dataclass
-class Check:
+class Check(NamedTuple):
     name: str
     result: str
     detail: str
     fix: str = ""
 
     def as_dict(self) -> dict[str, str]:
-        return asdict(self)
+        return self._asdict()
 
 
 def _which(name: str, env: dict[str, str]) -> Optional[str]:
@@ -170,11 +168,22 @@ def _jupyterhub_version(script: str, env: dict[str, str]) -> Optional[str]:
     interpreter = singleuser.script_interpreter(script)
     if interpreter is None:
         return None
-    code = "import sys, jupyterhub; sys.stdout.write(jupyterhub.__version__)"
-    result = _run([*interpreter, "-c", code], env)
+    result = _ask_version(interpreter, env, "jupyterhub")
+    return _first_version(result.encode()) if result else None
+
+
+def _ask_version(interpreter: list[str], env: dict[str, str], *module: str) -> Optional[str]:
+    """The interpreter's version, or MODULE's (nbinit.versionprobe); None if that fails."""
+    from nbinit import runtime
+
+    argv = [*runtime.foreign_module_command(interpreter, "nbinit.versionprobe"), *module]
+    try:
+        result = _run(argv, env)
+    except OSError:
+        return None
     if result is None or result.returncode != 0:
         return None
-    return _first_version(result.stdout)
+    return str(result.stdout.decode("utf-8", "replace").strip())
 
 
 def _compare_hub(name: str, detail: str, version: str, hub_version: str) -> Check:
@@ -261,16 +270,14 @@ def check_python(env: dict[str, str]) -> Check:
     interpreter = singleuser.script_interpreter(script) if script else None
     if interpreter is None:
         return Check(name, PASS, detail)
-    code = "import sys; sys.stdout.write('%d.%d.%d' % sys.version_info[:3])"
-    result = _run([*interpreter, "-c", code], env)
-    if result is None or result.returncode != 0:
+    theirs = _ask_version(interpreter, env)
+    if theirs is None:
         return Check(
             name,
             FAIL,
             f"{detail}; the server's interpreter {' '.join(interpreter)} does not run",
             f"fix the `#!` line of {script} or reinstall jupyterhub",
         )
-    theirs = result.stdout.decode("utf-8", "replace").strip()
     detail += f"; the server runs on {theirs} ({' '.join(interpreter)})"
     # JupyterHub 5 needs Python 3.8, JupyterHub 6 needs 3.10 (their Requires-Python).
     if gpu.version_tuple(theirs) < (3, 8):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from nbinit import __version__
 from nbinit.errors import NbinitError
 from nbinit.log import Log
+from nbinit.urls import public_url, url_secrets
 
 if TYPE_CHECKING:
     import http.client
@@ -51,78 +52,14 @@ class _DeadlineExpired(BaseException):
     HTTP client can swallow it."""
 
 
-def safe_url(url: str) -> str:
-    """The URL as it may be logged: no user:password@, query values hidden, no fragment.
-
-    A file:// URL is shown as its path, and a plain path as it is.
-    """
+def config_source(url: str) -> str:
+    """How the log, `config show` and the last-good record name the admin config: a file://
+    URL by its path, any other URL as urls.public_url writes it (no credentials)."""
+    if url.split("://", 1)[0].lower() != "file" or "://" not in url:
+        return public_url(url)
     from urllib.parse import unquote, urlsplit
 
-    if "://" not in url:
-        return url
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(unparsable URL)"
-    if parts.scheme.lower() == "file":
-        return unquote(parts.path)
-    if ":" in host:
-        host = f"[{host}]"
-    query = ""
-    if parts.query:
-        keys = [item.split("=", 1)[0] for item in parts.query.split("&")]
-        query = "?" + "&".join(f"{key}=***" for key in keys)
-    return f"{parts.scheme}://{host}{port}{parts.path}{query}"
-
-
-# Query parameters that carry credentials: API tokens, S3/GCS/Azure signed URLs, codes.
-_SECRET_PARAMETER = re.compile(
-    r"(?i)token|key|secret|passw|pwd|sig|credential|auth|session|code|jwt|bearer|private"
-)
-
-
-def url_secrets(url: str) -> list[str]:
-    """The credentials a URL carries (user:password@, token-like query values), raw and
-    percent-decoded: the log redacts each wherever it appears."""
-    from urllib.parse import unquote, urlsplit
-
-    if "://" not in url:
-        return []
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return []
-    userinfo = parts.netloc.rpartition("@")[0]
-    # user:password@ -> the password; a lone user@ is a token (https://TOKEN@host/...).
-    found = [userinfo.split(":", 1)[-1]] if userinfo else []
-    for item in parts.query.split("&"):
-        key, _, value = item.partition("=")
-        if value and _SECRET_PARAMETER.search(unquote(key)):
-            found.append(value)
-    return sorted({v for raw in found for v in (raw, unquote(raw)) if len(v) >= 4})
-
-
-def public_url(url: str) -> str:
-    """NBINIT_CONFIG_URL as the server and hooks may see it: no user:password@, and no
-    token-like query parameter (other parameters and the path kept, so it still works
-    where no credential is needed)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    if "://" not in url:
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return ""
-    netloc = parts.netloc.rpartition("@")[2]
-    query = "&".join(
-        item
-        for item in parts.query.split("&")
-        if item and not _SECRET_PARAMETER.search(item.partition("=")[0])
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return unquote(urlsplit(url).path)
 
 
 def _origin(url: str) -> tuple[str, str, int]:
@@ -189,7 +126,7 @@ def fetch_config(
     pin = normalize_pin(sha256)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("", "file"):
-        path = safe_url(url) if scheme == "file" else url
+        path = config_source(url) if scheme == "file" else url
         from nbinit.trusted import read_trusted_file
 
         body = read_trusted_file(path, max_bytes, what="admin config")
@@ -199,7 +136,7 @@ def fetch_config(
             raise NbinitError(f"{path}: larger than {max_bytes} bytes", "raise fetch.max_bytes")
         check_pin(body, pin, path)
         return body, path
-    shown = safe_url(url)
+    shown = config_source(url)
     if scheme not in ("http", "https"):
         raise NbinitError(
             f"{shown}: unsupported scheme {scheme!r}", "use https://, http://, file:// or a path"

@@ -1,8 +1,8 @@
 """Ask a framework for its GPUs, in the image's Python, as the user: one line of JSON.
 
 Run by nbinit.gpu.probe_framework through runtime.foreign_module_command, as
-`python -c BOOT LOCATION NAME`: nbinit's location is on sys.path only while this module is
-imported, so the framework is the image's own. Standard library only, and Python 3.7
+`python DIR nbinit.frameworkprobe NAME`: nbinit's location is on sys.path only while this
+module is imported, so the framework is the image's own. Standard library only, and Python 3.7
 syntax: the image's interpreter may be older than nbinit's. Prints
 `NBINIT-PROBE {...}` ({"error": ...} when the framework is not importable); a crash of
 the framework itself is the parent's to report from the exit status and stderr.

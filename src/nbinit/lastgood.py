@@ -29,10 +29,11 @@ def _read(path: str) -> Optional[bytes]:
     return read_trusted_file(path, config.MAX_CONFIG_BYTES)
 
 
-def save(path: str, data: bytes, shown_url: str) -> None:
+def save(path: str, data: bytes, url: str) -> None:
     """Keep the last admin config that passed validation, root-only, for when the fetch fails.
 
-    Written atomically with its digest, origin and time; never on a path a user can write.
+    Written atomically with its digest, origin (`url`, as urls.public_url writes it: the
+    record holds no credential) and time; never on a path a user can write.
     """
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -45,7 +46,7 @@ def save(path: str, data: bytes, shown_url: str) -> None:
     if info.st_mode & 0o077:
         os.chmod(directory, 0o700)
     meta = {
-        "url": shown_url,
+        "url": url,
         "sha256": fetch.sha256_hex(data),
         "fetched": time.time(),
     }
@@ -71,7 +72,7 @@ def _same_file(path: str, data: bytes) -> bool:
 
 
 def load(
-    cache: str, shown_url: str, pin: Optional[str], max_stale_days: float
+    cache: str, url: str, pin: Optional[str], max_stale_days: float
 ) -> tuple[Optional[dict[str, Any]], str]:
     """The cached admin config and when it was fetched, or None and why it cannot be used."""
     if max_stale_days <= 0:
@@ -83,7 +84,7 @@ def load(
             return None, "no last good copy"
         meta = json.loads(raw_meta)
         digest = fetch.sha256_hex(data)
-        if meta.get("url") != shown_url:
+        if meta.get("url") != url:
             return None, "the last good copy came from another URL"
         if meta.get("sha256") != digest:
             return None, "the last good copy is damaged"

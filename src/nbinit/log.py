@@ -91,7 +91,7 @@ class Log:
         )
         url = env.get("NBINIT_CONFIG_URL", "")
         if "@" in url or "?" in url:  # known from the first line, whatever fails first
-            from nbinit.fetch import url_secrets
+            from nbinit.urls import url_secrets
 
             secrets += tuple(url_secrets(url))
         log = cls(fmt=fmt if fmt in ("text", "json") else "text", secrets=secrets)

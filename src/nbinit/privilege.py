@@ -64,7 +64,7 @@ def user_environment(
     """The server's environment: the pod's, with the user's identity and no secrets."""
     env = {k: v for k, v in base.items() if k not in SECRET_VARIABLES and k not in remove}
     if env.get("NBINIT_CONFIG_URL"):
-        from nbinit.fetch import public_url  # only when there is a URL to clean
+        from nbinit.urls import public_url  # only when there is a URL to clean
 
         # user:password@ or ?token= in the admin config's URL is the admin's, not the user's.
         env["NBINIT_CONFIG_URL"] = public_url(env["NBINIT_CONFIG_URL"])

@@ -1,10 +1,10 @@
 """jupyterhub-singleuser from nbinit's runtime, run on the image's own Python as the user.
 
-    PYTHON -c BOOT LOCATION probe              what this Python can run: one JSON line
-    PYTHON -c BOOT LOCATION run RUNTIME [ARGS]  jupyterhub-singleuser ARGS from RUNTIME
+    PYTHON DIR nbinit.singleuser_launcher probe              what this Python can run
+    PYTHON DIR nbinit.singleuser_launcher run RUNTIME [ARGS]  jupyterhub-singleuser ARGS
 
-(nbinit.runtime.foreign_module_command builds the BOOT part: it finds this module in the
-zipapp or the installed package at LOCATION and takes LOCATION off sys.path again.)
+(nbinit.runtime.foreign_module_command builds the line: DIR is nbinit.foreign, which finds
+this module in the zipapp or the installed package and takes nbinit off sys.path again.)
 
 It imports nothing but the standard library before the server, so it runs on whatever
 Python the image has. The runtime (a zip of jupyterhub and the pure-Python packages it
@@ -49,9 +49,9 @@ def probe() -> dict[str, Optional[str]]:
 def server_path(path: list[str], runtime: str) -> list[str]:
     """sys.path for the server: the image's entries first, the runtime last, no cwd.
 
-    `python -c` puts "" (the working directory, here the user's home) first; a console
-    script like jupyterhub-singleuser has its bin directory there instead, never the home,
-    so a notebook called `sqlalchemy.py` must not shadow a package the server imports.
+    The working directory is the user's home, where a notebook may be called
+    `sqlalchemy.py`; a console script like jupyterhub-singleuser has its bin directory
+    first, never the home, so no "" (which an image's PYTHONPATH may hold) is kept.
     """
     kept = [entry for entry in path if entry not in ("", ".", os.getcwd(), runtime)]
     return [*kept, runtime]

@@ -6,7 +6,8 @@ archive carries compiled modules per interpreter under `pyc.<magic>/` (the magic
 changes whenever the bytecode format does); a finder placed before the normal path search
 serves them, and any module without a matching entry (another Python, a module left out)
 is imported from the archive's sources as before. `__file__`, `__path__` and package data
-stay those of the sources, so nothing that reads them changes. This file is copied into
+stay those of the sources, so nothing that reads them changes. `ARCHIVE -m MODULE` runs
+a module of nbinit instead of the CLI (see run_module). This file is copied into
 the archive as `__main__.py` by nbinit.bundle; it uses nothing newer than Python 3.7 so
 an older interpreter still reaches the version check.
 """
@@ -138,9 +139,25 @@ def use_bytecode(archive: str) -> bool:
     return True
 
 
+def run_module(argv: list[str]) -> None:
+    """`ARCHIVE -m MODULE [ARGS]`: MODULE as `python -m` runs it (nbinit.runtime.module_command).
+
+    How nbinit starts one of its own modules (the git worker, the marker walk) in a fresh
+    interpreter: `python -I -m` cannot find them in the archive, the archive itself can.
+    """
+    import runpy
+
+    module = argv[2]
+    del argv[1:3]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
 if __name__ == "__main__":
     # In a zipapp, __main__ comes from the archive, so its directory part is the archive.
     use_bytecode(__file__.rsplit("/", 1)[0])
+    if sys.argv[1:2] == ["-m"] and len(sys.argv) > 2:
+        run_module(sys.argv)
+        sys.exit(0)
 
     from nbinit.cli import main
 

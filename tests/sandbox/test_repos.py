@@ -579,7 +579,7 @@ CORPUS = [
     ),
     pytest.param(
         {"url": f"http://alice:{SECRET}@127.0.0.1:1/course.git"},
-        "url 'http://***@127.0.0.1:1/course.git' carries a password, which would end up in .git/config: drop the user:password@ part and use git.token_env, a credential helper or ~/.netrc",
+        "url 'http://127.0.0.1:1/course.git' carries a password, which would end up in .git/config: drop the user:password@ part and use git.token_env, a credential helper or ~/.netrc",
         id="password-in-url",
     ),
 ]

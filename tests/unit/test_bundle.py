@@ -260,6 +260,48 @@ def test_module_command_runs_a_module_of_the_zipapp(built, module, args, expecte
     ]
 
 
+def test_module_command_serves_the_archives_bytecode(built):
+    """`ARCHIVE -m MODULE` (zipmain) puts the bytecode finder in place before the module runs."""
+    result = subprocess.run(
+        ["/usr/bin/python3", "-I", "-v", str(built), "-m", "nbinit.markerwalk", "/", "/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "present \n"
+    assert f"import 'nbinit' # <zipimporter object \"{built}/pyc.{MAGIC}/\">" in result.stderr
+
+
+def test_foreign_module_command_from_the_zipapp_lets_the_images_packages_win(built, tmp_path):
+    """On another Python, nbinit's packages (its yaml) never shadow the image's own."""
+    image = tmp_path / "image-site"
+    image.mkdir()
+    (image / "yaml.py").write_text("__version__ = 'the-image-s'\n")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import subprocess; "
+        "from nbinit import runtime; "
+        "print(runtime.foreign_module_command(['/usr/bin/python3'], 'nbinit.versionprobe'))"
+    )
+    listed = subprocess.run(
+        ["/usr/bin/python3", "-I", "-S", "-c", code, str(built)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    command = ast.literal_eval(listed.stdout)
+    assert command == ["/usr/bin/python3", f"{built}/nbinit/foreign", "nbinit.versionprobe"]
+    result = subprocess.run(
+        [*command, "yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(image)},
+    )
+    assert (result.returncode, result.stdout) == (0, "the-image-s\n"), result.stderr
+
+
 def test_tree_is_the_zipapp_and_the_shims_with_fixed_modes(built, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     for root in (first, second):

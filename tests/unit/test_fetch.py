@@ -11,7 +11,7 @@ import time
 import pytest
 
 from nbinit.errors import NbinitError
-from nbinit.fetch import fetch_config, safe_url
+from nbinit.fetch import config_source, fetch_config
 from nbinit.log import Log
 
 GOOD = b"version: 1\ndeadline: 15\n"
@@ -36,11 +36,21 @@ def test_fetches_body_with_bearer_token_and_logs_one_line(http_server):
     assert f"fetched {server.url()}: {len(GOOD)} bytes in" in lines[0]
 
 
-def test_url_credentials_and_query_values_never_shown():
-    assert safe_url("https://bob:pw@h.example:8443/c.yaml?token=abc&x=1#f") == (
-        "https://h.example:8443/c.yaml?token=***&x=***"
-    )
-    assert safe_url("file:///etc/nbinit/admin.yaml") == "/etc/nbinit/admin.yaml"
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("file:///etc/nbinit/admin.yaml", "/etc/nbinit/admin.yaml"),
+        ("FILE:///etc/my%20admin.yaml", "/etc/my admin.yaml"),
+        (
+            "https://bob:pw@h.example:8443/c.yaml?token=abc&x=1#f",
+            "https://h.example:8443/c.yaml?x=1",
+        ),
+        ("/etc/nbinit/admin.yaml", "/etc/nbinit/admin.yaml"),
+    ],
+    ids=["file-url", "file-url-quoted", "https-credentials", "path"],
+)
+def test_the_config_source_is_a_files_path_or_the_public_url(url, shown):
+    assert config_source(url) == shown
 
 
 def test_retries_are_logged_with_elapsed_and_limit_and_retry_after_is_capped(http_server):
@@ -211,7 +221,7 @@ def test_server_down_names_connection_refused(http_server):
         pytest.param("http://", "http://: no host in the URL", id="no-host"),
         pytest.param(
             "https://h:99999/c.yaml",
-            "(unparsable URL): not a valid URL (Port out of range 0-65535)",
+            "https://h:99999/c.yaml: not a valid URL (Port out of range 0-65535)",
             id="bad-port",
         ),
         pytest.param(

@@ -13,7 +13,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -51,7 +50,7 @@ class Course:
         """Run the worker once over this course; its one repo event."""
         policy = gitpolicy.GitPolicy.from_section(GIT)
         plan = gitpolicy.plan_repo({"url": self.server.url("course")}, str(self.home), policy)
-        job = {"home": str(self.home), "policy": policy.as_dict(), "repos": [asdict(plan)]}
+        job = {"home": str(self.home), "policy": policy.as_dict(), "repos": [plan._asdict()]}
         result = privilege.run_as_user(
             Identity("nobody", 65534, 65534, str(self.home)) if self.user else None,
             runtime.module_command("nbinit.git.worker"),

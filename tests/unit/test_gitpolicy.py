@@ -147,6 +147,12 @@ def test_default_dest_and_on_diverge_only_for_admins(tmp_path):
     assert gitpolicy.default_dest("git@h:team/nb") == "nb"
 
 
+def test_a_repo_is_shown_without_a_token_in_its_query(tmp_path):
+    item = {"url": "https://git.example.org/team/a.git?private_token=ab1&ref=x", "dest": "a"}
+    plan = gitpolicy.plan_repo(item, str(tmp_path), POLICY, "admin")
+    assert plan.shown == "https://git.example.org/team/a.git?ref=x"
+
+
 def test_environment_is_built_not_inherited():
     pod = {
         "PATH": "/usr/bin:/bin",

@@ -11,7 +11,6 @@ import pytest
 
 from nbinit import accounts, config, schema, status
 from nbinit.errors import NbinitError
-from nbinit.fetch import public_url, url_secrets
 from nbinit.git.policy import check_branch
 from nbinit.home import check_home_path
 from nbinit.log import Log, clean_tree, escape
@@ -53,30 +52,6 @@ def test_status_file_and_table_are_cleaned():
     )
     assert not any(CONTROL.search(line) for line in table.split("\n"))
     assert not any(line.startswith("WARNING[2000") for line in table.split("\n"))
-
-
-@pytest.mark.parametrize(
-    "url, public, secrets",
-    [
-        (
-            "https://admin:s3cr3t-pw@cfg.example/c.yaml?token=t0k3n-x&x=1",
-            "https://cfg.example/c.yaml?x=1",
-            ["s3cr3t-pw", "t0k3n-x"],
-        ),
-        ("https://GHTOKEN1234@cfg.example/c.yaml", "https://cfg.example/c.yaml", ["GHTOKEN1234"]),
-        (
-            "https://b.s3.example/c.yaml?X-Amz-Signature=abcd1234&X-Amz-Credential=AKIA%2Fx&v=2",
-            "https://b.s3.example/c.yaml?v=2",
-            ["AKIA%2Fx", "AKIA/x", "abcd1234"],
-        ),
-        ("https://cfg.example/c.yaml?sig=zzzz9999", "https://cfg.example/c.yaml", ["zzzz9999"]),
-        ("/etc/nbinit/admin.yaml", "/etc/nbinit/admin.yaml", []),
-    ],
-    ids=["user-password-token", "token-as-user", "s3-presigned", "azure-sas", "path"],
-)
-def test_config_url_credentials_are_found_and_removed(url, public, secrets):
-    assert public_url(url) == public
-    assert url_secrets(url) == sorted(secrets)
 
 
 def test_the_log_knows_the_url_secrets_from_its_first_line():

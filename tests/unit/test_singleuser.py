@@ -276,6 +276,7 @@ def test_launcher_runs_the_server_with_the_runtime_last_and_kernels_never_see_it
     assert seen["path"][-1] == str(zip_path)
     assert seen["path"].count(str(zip_path)) == 1
     assert runtime.package_location() not in seen["path"]  # nbinit itself is gone again
+    assert command[-2] not in seen["path"]  # and so is the bootstrap's directory
     assert "" not in seen["path"] and str(home) not in seen["path"]
     assert seen["shadowed"] == "image"  # the image's packages come first
     assert seen["pythonpath"] == str(image)  # untouched: never names the runtime

@@ -24,9 +24,8 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 # (project, version, top-level packages, sha256 of the wheel). The versions are the newest
 # that still install on Python 3.9 (PyYAML 6.0.4 needs 3.10). PyYAML has no pure wheel: its
@@ -86,8 +85,7 @@ class BundleError(Exception):
     """A build problem with its fix, printed as one line."""
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     name: str
     data: bytes
 

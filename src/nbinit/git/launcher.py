@@ -10,7 +10,6 @@ import json
 import os
 import select
 import time
-from dataclasses import asdict
 from typing import Any, Optional
 
 from nbinit import privilege
@@ -82,7 +81,7 @@ def start_worker(
     job = {
         "home": home,
         "policy": policy.as_dict(),
-        "repos": [asdict(p) for p in plans],
+        "repos": [p._asdict() for p in plans],
         "dry_run": dry_run,
         "terminal": terminal,
         "progress_file": progress_path(home),

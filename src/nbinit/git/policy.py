@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 from urllib.parse import urlsplit
 
 from nbinit import schema
 from nbinit.errors import NbinitError
-from nbinit.log import redact
+from nbinit.urls import public_url
 
 SCHEMES = tuple(schema.GIT["properties"]["allowed_schemes"]["items"]["enum"])
 _TRANSPORT = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)::")
@@ -26,8 +25,7 @@ _BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
 PROGRESS_NAME = "repos.json"
 
 
-@dataclass(frozen=True)
-class GitPolicy:
+class GitPolicy(NamedTuple):
     """The admin's `git` section, as every git process sees it (defaults: schema.GIT only)."""
 
     allowed_schemes: tuple[str, ...]
@@ -57,7 +55,7 @@ class GitPolicy:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GitPolicy:
@@ -67,8 +65,7 @@ class GitPolicy:
         return cls(**data)
 
 
-@dataclass
-class RepoPlan:
+class RepoPlan(NamedTuple):
     """One checked repo: what to clone where, and who declared it."""
 
     url: str
@@ -81,23 +78,17 @@ class RepoPlan:
 
     @property
     def shown(self) -> str:
-        return shown_url(self.url)
+        return public_url(self.url)
 
 
-@dataclass
-class Outcome:
+class Outcome(NamedTuple):
     """What sync did to one repo; `level` is the log level a person should see it at."""
 
     dest: str
     outcome: str  # cloned updated unchanged switched backed-up left skipped failed would-*
     message: str
-    level: str = "INFO"
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-def shown_url(url: str) -> str:
-    """The URL as it may appear in a log or status file: no credentials."""
-    return redact(url)
+    level: str
+    details: dict[str, Any]
 
 
 def parse_url(url: str) -> tuple[str, str, str, bool]:
@@ -134,7 +125,7 @@ def mirror_repo(mirror: str, url: str) -> tuple[str, str]:
     _, host, path, _ = parse_url(url)
     parts = [p for p in path.strip("/").split("/") if p]
     if not host or not parts or any(p in (".", "..") or p.startswith("-") for p in parts):
-        return "", f"no mirror path for {shown_url(url)}"
+        return "", f"no mirror path for {public_url(url)}"
     if not parts[-1].endswith(".git"):
         parts[-1] += ".git"
     repo = os.path.join(mirror, host, *parts)
@@ -163,7 +154,7 @@ def check_url(url: str, policy: GitPolicy, user_declared: bool) -> None:
     fix = "see docs/security.md, 'The git sandbox', for what is allowed"
     if not url:
         raise NbinitError("url is empty", fix)
-    shown = shown_url(url)
+    shown = public_url(url)
     if url.startswith("-"):
         raise NbinitError(f"url {shown[:60]!r} starts with '-' (an option, not a URL)", fix)
     transport = _TRANSPORT.match(url)

@@ -21,10 +21,10 @@ from nbinit.git.policy import (
     free_mb,
     mirror_repo,
     parse_url,
-    shown_url,
     unused_name,
 )
 from nbinit.git.runner import GitFailed, Runner
+from nbinit.urls import public_url
 
 STALE_INDEX_LOCK = 600.0  # seconds; as nbgitpuller: an index.lock that old is from a dead git
 MERGE_MARKER = "nbinit-merging"  # in .git: the merge in progress is ours, safe to conclude
@@ -250,7 +250,7 @@ class RepoSync:
         origin = result.stdout.decode("utf-8", "replace").strip() or None
         branch = current_branch(gitdir)
         if origin is None or not _same_origin(origin, self.plan.url):
-            return f"is a clone of another origin ({shown_url(origin or 'none')})"
+            return f"is a clone of another origin ({public_url(origin or 'none')})"
         if branch is None:
             return "HEAD is detached (someone checked out a commit)"
         self.current_branch = branch

@@ -13,7 +13,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict
 from typing import IO, Any, Callable
 
 from nbinit import fdwalk, privilege
@@ -168,7 +167,7 @@ def worker_main(stdin: IO[bytes], stdout: IO[bytes]) -> int:
             log.emit(event["level"], event["message"] + " (background)")
 
     def report(outcome: Outcome) -> None:
-        emit({"event": "repo", **asdict(outcome)})
+        emit({"event": "repo", **outcome._asdict()})
 
     emit({"event": "started", "pid": os.getpid()})
     try:

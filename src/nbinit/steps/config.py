@@ -160,7 +160,7 @@ def _apply_admin(ctx: Context, url: str, layers: _Layers) -> str:
     """Add the admin layer (or its last good copy); return the fallback reason or ''."""
     settings = layers.effective["fetch"]
     cache = lastgood.path(ctx.env)
-    shown = fetch.safe_url(url)
+    shown = fetch.config_source(url)
     try:
         pin = fetch.normalize_pin(ctx.env.get("NBINIT_CONFIG_SHA256"))
     except NbinitError:

@@ -14,7 +14,6 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-from nbinit import privilege
 from nbinit.context import Context, StepResult, degraded, ok, skipped
 from nbinit.errors import NbinitError
 
@@ -153,7 +152,7 @@ def run(ctx: Context) -> StepResult:
         ctx.log.warning(f"cannot start the git worker as {ctx.user.name}: {exc}")
         return degraded("repos", "git worker did not start")
     until = time.monotonic() + ctx.deadline.before_reserve()
-    done, problems = _follow(ctx, worker, until)
+    done, problems = follow(ctx, worker, until)
     progress = launcher.progress_path(home)
     details: dict[str, Any] = {"progress_file": progress, "repos": done, "refused": refused}
     synced = {d["dest"] for d in done}
@@ -187,7 +186,7 @@ def problems_file(ctx: Context) -> Optional[dict[str, str]]:
     return {"name": name, "run": ctx.run_id}
 
 
-def _follow(ctx: Context, worker: launcher.Worker, until: Optional[float]) -> tuple[list[Any], int]:
+def follow(ctx: Context, worker: launcher.Worker, until: Optional[float]) -> tuple[list[Any], int]:
     """Log each repo's outcome as the worker reports it, until it ends or `until` passes."""
     done: list[dict[str, Any]] = []
     problems = 0
@@ -201,48 +200,3 @@ def _follow(ctx: Context, worker: launcher.Worker, until: Optional[float]) -> tu
             ctx.log.warning(f"git worker: {event.get('message', '')}")
             problems += 1
     return done, problems
-
-
-def sync_now(ctx: Context, dry_run: bool) -> int:
-    """`nbinit repos sync`: every repo now, waiting for all, git's progress on stderr."""
-    from nbinit.errors import EXIT_DEGRADED, EXIT_FATAL, EXIT_OK
-
-    if ctx.user is None:
-        ctx.log.error("no notebook user to run git as: run `nbinit repos sync` as that user")
-        return EXIT_FATAL
-    from nbinit.git import launcher
-
-    home = ctx.user.home
-    policy, plans, refused, env = plan_all(ctx, home, declared(ctx, home))
-    if not plans:
-        ctx.log.info("no repos to sync" + (f" ({refused} refused)" if refused else ""))
-        return EXIT_DEGRADED if refused else EXIT_OK
-    problems = 0
-    if privilege.switches_user(ctx.user):
-        worker = launcher.start_worker(ctx.user, plans, policy, env, dry_run=dry_run, terminal=True)
-        done, problems = _follow(ctx, worker, None)
-        problems += len(plans) - len(done)
-    else:
-
-        def report(outcome: gitpolicy.Outcome) -> None:
-            nonlocal problems
-            ctx.log.emit(outcome.level, outcome.message)
-            problems += outcome.level != "INFO"
-
-        from nbinit.git import worker as gitworker  # already the user: git runs in-process
-
-        try:
-            gitworker.sync_all(
-                plans,
-                policy,
-                home,
-                env,
-                report,
-                dry_run=dry_run,
-                terminal=True,
-                progress_file=launcher.progress_path(home),
-            )
-        except NbinitError as exc:
-            ctx.log.error(str(exc))
-            return EXIT_FATAL
-    return EXIT_DEGRADED if problems or refused else EXIT_OK

@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from helpers.gitserver import GitHttpServer, Pusher, make_bare
@@ -47,14 +50,24 @@ class Course:
         if self.user:
             os.chown(target, self.user.uid, self.user.gid)
 
-    def sync(self) -> dict[str, object]:
-        """Run the worker once over this course; its one repo event."""
-        policy = gitpolicy.GitPolicy.from_section(GIT)
+    def sync(self, git: Optional[dict[str, str]] = None, before: str = "") -> dict[str, object]:
+        """Run the worker once over this course; its one repo event.
+
+        before: Python run in the worker process before it starts (to stage a race).
+        """
+        policy = gitpolicy.GitPolicy.from_section({**GIT, **(git or {})})
         plan = gitpolicy.plan_repo({"url": self.server.url("course")}, str(self.home), policy)
         job = {"home": str(self.home), "policy": policy.as_dict(), "repos": [asdict(plan)]}
+        command = runtime.module_command("nbinit.git.worker")
+        if before:
+            main = (
+                "from nbinit.git import worker\n"
+                "sys.exit(worker.worker_main(sys.stdin.buffer, sys.stdout.buffer))"
+            )
+            command = [sys.executable, "-I", "-c", f"import sys\n{before}\n{main}"]
         result = privilege.run_as_user(
             Identity("nobody", 65534, 65534, str(self.home)) if self.user else None,
-            runtime.module_command("nbinit.git.worker"),
+            command,
             env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.home)},
             timeout=60,
             cwd=str(self.home),
@@ -125,12 +138,51 @@ def test_a_user_who_deleted_a_file_gets_it_back_when_nothing_changed_upstream(co
     assert (course.home / "course" / "b.txt").read_text() == "b\n"
 
 
+# A mirror that vanishes between nbinit's check of it and the clone (the volume unmounted, a
+# CronJob replacing it): the real check runs, then the mirror is deleted before git starts.
+VANISH_AFTER_CHECK = """
+import shutil
+from nbinit.git import repo
+checked = repo.mirror_repo
+def check_then_vanish(mirror, url):
+    found = checked(mirror, url)
+    shutil.rmtree(mirror)  # the whole volume: unmounted
+    return found
+repo.mirror_repo = check_then_vanish
+"""
+
+
+def test_a_mirror_gone_between_check_and_clone_is_a_warning_and_a_normal_clone(course):
+    mirror_root = Path(tempfile.mkdtemp(prefix="nbinit-mirror-"))
+    try:
+        mirror = mirror_root / "127.0.0.1" / "course.git"
+        subprocess.run(
+            ["git", "clone", "-q", "--mirror", course.server.url("course"), str(mirror)],
+            check=True,
+            capture_output=True,
+        )
+        if course.user:  # the user's worker deletes it: the user must own it
+            for path in [mirror_root, *mirror_root.rglob("*")]:
+                os.lchown(path, course.user.uid, course.user.gid)
+        event = course.sync({"mirror": str(mirror_root)}, before=VANISH_AFTER_CHECK)
+        assert not mirror.exists()  # the race really happened
+        assert (event["outcome"], event["level"]) == ("cloned", "WARNING")
+        assert str(event["message"]).endswith(
+            f"; mirror {mirror}: gone while cloning (unmounted or replaced?): "
+            "cloned from the server alone; refresh or fix the mirror (git.mirror)"
+        )
+        clone = course.home / "course"
+        assert (clone / "a.txt").read_text() == "1\n2\n3\n"
+        assert not (clone / ".git" / "objects" / "info" / "alternates").exists()
+        assert sorted(p.name for p in course.home.iterdir()) == [".cache", "course"]
+    finally:
+        shutil.rmtree(mirror_root, ignore_errors=True)  # gone already, unless the test failed
+
+
 # -- what a restart reads from .git's files instead of starting git --------------------------
 
 
 def git(repo: Path, *args: str) -> str:
-    import subprocess
-
     env = {"PATH": "/usr/bin:/bin", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
     return subprocess.run(
         ["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, check=False

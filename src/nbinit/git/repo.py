@@ -317,6 +317,8 @@ class RepoSync:
                 ) from None
             self.git.run([*args, *source], stream=True)
             return f"mirror {mirror}: the clone borrowing from it failed ({exc}): {fix}"
+        if not os.path.isdir(mirror):  # --reference-if-able went on without it
+            return f"mirror {mirror}: gone while cloning (unmounted or replaced?): {fix}"
         sha = read_ref(os.path.join(tmp, ".git"), "HEAD")
         if not sha or self.git.ok(["--git-dir", mirror, "cat-file", "-e", f"{sha}^{{commit}}"]):
             return ""

@@ -1052,3 +1052,36 @@ def test_a_broken_mirror_never_fails_the_clone(box, upstream, breakage):
     assert warning.endswith("refresh or fix the mirror (git.mirror)")
     assert read(box, "course/data.txt") == BIG["data.txt"]
     assert not home(box, "course/.git/objects/info/alternates").exists()
+
+
+def test_a_mirror_that_breaks_the_clone_midway_gives_a_normal_clone_and_loses_nothing(
+    box, upstream, tmp_path
+):
+    """The mirror lists the commit and holds its objects, but the big blob's loose file is
+    garbage: git trusts the mirror, fetches nothing for it, and fails in the middle of the
+    clone (reading it for --dissociate's repack). nbinit clones again from the server alone."""
+    upstream.repo("course", BIG)
+    mirror = make_mirror(box, upstream, "course")
+    for pack in (mirror / "objects" / "pack").glob("*.pack"):  # loose objects, as a
+        moved = tmp_path / pack.name  # `git clone --mirror` of a local path leaves them
+        pack.rename(moved)
+        pack.with_suffix(".idx").unlink()
+        with open(moved, "rb") as objects:
+            subprocess.run(
+                ["git", "-C", str(mirror), "unpack-objects", "-q"], stdin=objects, check=True
+            )
+    blob = git_host(mirror, "rev-parse", "HEAD:data.txt").strip()
+    (mirror / "objects" / blob[:2] / blob[2:]).write_bytes(b"x\x9c not zlib at all" * 8)
+    configure(box, [{"url": upstream.url("course"), "dest": "course"}], git={"mirror": MIRROR})
+    result = start(box)
+    assert result.returncode == 0, result.stderr
+    [warning] = mirror_warnings(result)
+    assert warning.startswith(f"cloned {upstream.url('course')} into course (main); mirror ")
+    assert f"mirror {MIRROR}/127.0.0.1/course.git: the clone borrowing from it failed (" in warning
+    assert warning.endswith("cloned from the server alone; refresh or fix the mirror (git.mirror)")
+    assert read(box, "course/data.txt") == BIG["data.txt"]
+    assert not home(box, "course/.git/objects/info/alternates").exists()
+    assert sorted(os.listdir(home(box))) == [".cache", PROBLEMS, "course"]  # no temp clone
+    subprocess.run(["rm", "-rf", str(mirror)], check=True)  # and it needs no mirror
+    checked = as_user(box, "git", "-C", f"{HOME}/course", "fsck", "--full")
+    assert "missing" not in checked.stdout + checked.stderr

@@ -17,6 +17,7 @@ from nbinit.context import Identity
 from nbinit.git.policy import GitPolicy, RepoPlan, progress_path
 
 MAX_EVENT_BYTES = 1 << 20  # one event line; each is a few hundred bytes
+LAST_EVENTS = ("finished", "error")  # the worker writes nothing after these and exits
 
 
 class Worker:
@@ -37,6 +38,10 @@ class Worker:
                     event = json.loads(line)
                     if isinstance(event, dict):
                         yield event
+                        if event.get("event") in LAST_EVENTS:
+                            # Its last word: not waiting for the interpreter to wind down.
+                            self.hand_over()
+                            return
             if len(self.buffer) > MAX_EVENT_BYTES:  # a process of the user's: root bounds it
                 self.buffer = b""
             wait = None if until is None else until - time.monotonic()

@@ -141,10 +141,15 @@ class RepoLock:
 
     def release(self) -> None:
         if self.held and not self.lost:
+            # Renamed first, so nobody ever sees the lock without its owner file.
             graveyard = f"{self.path}.done-{self.token}"
             with contextlib.suppress(OSError):
                 os.rename(self.path, graveyard)
-                fdwalk.remove_tree(graveyard)
+                try:  # what acquire() left in it: the owner file alone
+                    os.unlink(os.path.join(graveyard, "owner"))
+                    os.rmdir(graveyard)
+                except OSError:
+                    fdwalk.remove_tree(graveyard)
         self.held = False
 
 

@@ -131,8 +131,15 @@ class Runner:
         check: bool = True,
         timeout: Optional[float] = None,
         stream: bool = False,
+        config: tuple[str, ...] = (),
     ) -> subprocess.CompletedProcess[bytes]:
+        """Run `git [policy options] [config] [pinned to repo] args`; GitFailed if check fails.
+
+        config: extra `-c` settings for this command only (never a policy option's key).
+        """
         argv = ["git", *self.options]
+        for setting in config:
+            argv += ["-c", setting]
         if repo is not None:
             # Pinned: git never walks up to an enclosing repository (nbgitpuller#388).
             argv += ["-C", repo, f"--git-dir={repo}/.git", f"--work-tree={repo}"]

@@ -6,8 +6,8 @@ counted while streaming; redirects only to the same scheme, host and port; the t
 ever sent as `Authorization` to that origin; an optional sha256 pin; a few short, logged
 retries with jittered backoff that honours Retry-After. The client is a short HTTP/1.1 GET
 over a socket (one GET needs nothing more; http.client would import the email parser, and
-ssl even for http://), and `ssl`, `urllib.parse` and `hashlib` are imported only when used:
-each costs every pod start milliseconds.
+ssl even for http://), `ssl` and `urllib.parse` are imported only when used, and the digest
+is CPython's own sha256, not hashlib's OpenSSL: each costs every pod start milliseconds.
 """
 
 from __future__ import annotations
@@ -153,9 +153,17 @@ def normalize_pin(sha256: Optional[str]) -> Optional[str]:
 
 
 def sha256_hex(data: bytes) -> str:
-    import hashlib  # ~10 ms of OpenSSL setup that a start without a pin or fetch skips
-
-    return hashlib.sha256(data).hexdigest()
+    """The sha256 digest, from CPython's own sha256 (_sha2 from 3.12, _sha256 before it):
+    hashlib would load and set up OpenSSL, 3-10 ms of every start for one small digest."""
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        try:
+            from _sha256 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
+        except ImportError:  # a build without them (FIPS-only): OpenSSL's
+            from hashlib import sha256  # type: ignore[assignment,unused-ignore]
+    digest: str = sha256(data).hexdigest()
+    return digest
 
 
 def check_pin(body: bytes, pin: Optional[str], shown: str) -> None:

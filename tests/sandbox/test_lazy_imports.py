@@ -41,11 +41,13 @@ def test_no_requests_or_git_import(sandbox, args):
     assert modules & set(HEAVY) == set()
     if args[0] == "start":  # the failure page's http.server, and argparse, only when needed
         assert modules & {"http", "html", "argparse"} == set()
+        # Nor what only a fetch, the YAML reader or docker-stacks' scripts need.
+        assert modules & {"socket", "yaml", "hashlib", "shlex"} == set()
 
 
 def test_a_fetch_over_http_imports_no_http_client_email_or_ssl(sandbox, http_server):
     """The check above can fail: with a URL to fetch, the socket shows up; http.client (its
-    email parser) and ssl never do for http://, and requests never at all."""
+    email parser), ssl and hashlib (OpenSSL) never do for http://, requests never at all."""
     server = http_server()
     server.route(body=b"version: 1\n")
     sandbox.add_jovyan()
@@ -56,7 +58,7 @@ def test_a_fetch_over_http_imports_no_http_client_email_or_ssl(sandbox, http_ser
     assert result.returncode == 0, result.stderr
     modules = imported(result.stderr)
     assert {"socket", "yaml"} <= modules
-    assert modules & {"http", "email", "ssl", "requests", "urllib3"} == set()
+    assert modules & {"http", "email", "ssl", "hashlib", "requests", "urllib3"} == set()
 
 
 def test_a_start_with_repos_never_imports_the_git_runner_as_root(sandbox, tmp_path):

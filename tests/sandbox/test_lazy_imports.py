@@ -84,3 +84,13 @@ def test_a_start_with_repos_never_imports_the_git_runner_as_root(sandbox, tmp_pa
     assert {"nbinit.git.policy", "nbinit.git.launcher"} <= modules  # so the check can fail
     user_side = {"nbinit.git.runner", "nbinit.git.repo", "nbinit.git.lock", "nbinit.git.worker"}
     assert modules & user_side == set()
+
+
+def test_ready_imports_only_what_a_probe_needs(sandbox):
+    """`nbinit ready` runs every few seconds in every pod: no typing, pipeline or config."""
+    result = sandbox.run([sys.executable, "-X", "importtime", "-m", "nbinit", "ready"])
+    assert result.returncode == 1, result.stderr  # no server yet
+    modules = imported(result.stderr, top=False)
+    assert {"nbinit.readiness", "socket", "json"} <= modules  # so the check can fail
+    unwanted = {"typing", "argparse", "subprocess", "yaml", "nbinit.pipeline", "nbinit.config"}
+    assert modules & unwanted == set()

@@ -37,6 +37,27 @@ _FLOAT_SPECIAL = {".inf": "inf", "+.inf": "inf", "-.inf": "-inf", ".nan": "nan"}
 _TAG = "tag:yaml.org,2002:"
 _NO_KEY = object()
 
+# PyYAML's reader compiles this class at import: 5-8 ms of every start, its most expensive
+# line, because a negated class over all of Unicode makes sre build a table of it. The same
+# characters as a short positive class compile in under 1 ms, so re's cache is given that
+# pattern under PyYAML's text before the import, and yaml.reader gets it from re.compile.
+# tests/unit/test_config.py checks, for every code point, that both match the same
+# characters, and that the seed is taken; a PyYAML with other text just compiles its own.
+_YAML_NON_PRINTABLE = "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+_NON_PRINTABLE = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]"
+
+
+def _import_yaml() -> Any:
+    """PyYAML, its reader's pattern taken from re's cache when this imports it."""
+    import sys
+
+    cache = getattr(re, "_cache", None)
+    if "yaml" not in sys.modules and isinstance(cache, dict):
+        cache.setdefault((str, _YAML_NON_PRINTABLE, 0), re.compile(_NON_PRINTABLE))
+    import yaml
+
+    return yaml
+
 
 def parse_yaml(data: bytes, origin: str, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
     """YAML bytes to plain data (str, int, float, bool, None, list, dict), or NbinitError.
@@ -59,7 +80,7 @@ def parse_yaml(data: bytes, origin: str, max_bytes: int = MAX_CONFIG_BYTES) -> A
         ) from None
     if not text.strip():
         raise NbinitError(f"{origin}: config is empty", "it needs at least `version: 1`")
-    import yaml
+    yaml = _import_yaml()
 
     try:
         return _Builder(origin).build(yaml.parse(text, Loader=yaml.SafeLoader))

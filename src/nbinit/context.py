@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Optional
 
 from nbinit.errors import NbinitError
 from nbinit.log import Log
+
+TYPE_CHECKING = False  # `typing` costs `nbinit ready`, run every few seconds, 2-3 ms; mypy reads it
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 OK = "ok"
 SKIPPED = "skipped"

@@ -4,9 +4,10 @@ The rules (research note R-HTTP-1..7): connect and read timeouts on every reques
 overall deadline enforced outside the client; a byte cap checked on Content-Length and
 counted while streaming; redirects only to the same scheme, host and port; the token only
 ever sent as `Authorization` to that origin; an optional sha256 pin; a few short, logged
-retries with jittered backoff that honours Retry-After. The client is the standard library's
-http.client (one GET needs nothing more), imported only when an http(s) URL is fetched, and
-`ssl`, `urllib.parse` and `hashlib` only when used: each costs every pod start milliseconds.
+retries with jittered backoff that honours Retry-After. The client is a short HTTP/1.1 GET
+over a socket (one GET needs nothing more; http.client would import the email parser, and
+ssl even for http://), `ssl` and `urllib.parse` are imported only when used, and the digest
+is CPython's own sha256, not hashlib's OpenSSL: each costs every pod start milliseconds.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from nbinit.log import Log
 from nbinit.urls import public_url, url_secrets
 
 if TYPE_CHECKING:
-    import http.client
     import ssl
 
 CONNECT_TIMEOUT = 5.0
@@ -90,9 +90,17 @@ def normalize_pin(sha256: Optional[str]) -> Optional[str]:
 
 
 def sha256_hex(data: bytes) -> str:
-    import hashlib  # ~10 ms of OpenSSL setup that a start without a pin or fetch skips
-
-    return hashlib.sha256(data).hexdigest()
+    """The sha256 digest, from CPython's own sha256 (_sha2 from 3.12, _sha256 before it):
+    hashlib would load and set up OpenSSL, 3-10 ms of every start for one small digest."""
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        try:
+            from _sha256 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
+        except ImportError:  # a build without them (FIPS-only): OpenSSL's
+            from hashlib import sha256  # type: ignore[assignment,unused-ignore]
+    digest: str = sha256(data).hexdigest()
+    return digest
 
 
 def check_pin(body: bytes, pin: Optional[str], shown: str) -> None:
@@ -302,53 +310,48 @@ def _fetch_once(
 ) -> bytes:
     """One GET, following at most MAX_REDIRECTS same-origin redirects by hand.
 
-    http.client, not requests: requests with urllib3, idna and charset_normalizer cost a
-    pod 25-30 ms of imports (hundreds without bytecode) for one GET; the rules here are
-    the same (verified TLS, same-origin redirects, byte cap, deadline, no netrc).
+    Neither requests nor http.client: requests with urllib3, idna and charset_normalizer
+    cost a pod 25-30 ms of imports for one GET, and http.client another 15-25 ms (it
+    imports the email parser for its headers, and ssl even for http://). The rules are the
+    same (verified TLS, same-origin redirects, byte cap, deadline, no netrc), and the
+    response is read with http.client's own bounds (line length, header count).
     """
-    import http.client
-
     first = _origin(url)
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         # Slightly past the time left, so the overall deadline (one clear message) wins.
         left = max(0.1, limit - (time.monotonic() - started)) + 0.5
-        connection, target, proxy_headers = _connection(current, min(CONNECT_TIMEOUT, left))
         try:
-            try:
-                connection.connect()
-                if connection.sock is not None:
-                    connection.sock.settimeout(min(READ_TIMEOUT, left))
-                connection.request("GET", target, headers={**headers, **proxy_headers})
-                response = connection.getresponse()
-            except OSError as exc:  # ssl.SSLError is one; ssl is imported only for https
-                if _is_tls_error(exc):
-                    raise NbinitError(
-                        f"{shown}: TLS failure ({_tls_reason(exc)})", FIX_CA
-                    ) from None
-                if _is_timeout(exc):
-                    raise _Retryable("timed out waiting for the server", FIX_SERVER) from None
-                raise _Retryable(f"cannot connect ({_connect_reason(exc)})", FIX_SERVER) from None
-            except http.client.HTTPException as exc:
-                raise _Retryable(f"cannot connect ({_connect_reason(exc)})", FIX_SERVER) from None
+            response = _request(
+                current, headers, min(CONNECT_TIMEOUT, left), min(READ_TIMEOUT, left)
+            )
+        except OSError as exc:  # ssl.SSLError is one; ssl is imported only for https
+            if _is_tls_error(exc):
+                raise NbinitError(f"{shown}: TLS failure ({_tls_reason(exc)})", FIX_CA) from None
+            if _is_timeout(exc):
+                raise _Retryable("timed out waiting for the server", FIX_SERVER) from None
+            raise _Retryable(f"cannot connect ({_connect_reason(exc)})", FIX_SERVER) from None
+        except HTTPException as exc:
+            raise _Retryable(f"cannot connect ({_connect_reason(exc)})", FIX_SERVER) from None
+        try:
             if response.status in REDIRECT_STATUSES:
                 current = _next_location(response.getheader("Location", ""), current, first, shown)
                 continue
             return _read_body(response, shown, max_bytes)
         finally:
-            connection.close()
+            response.close()
     raise NbinitError(
         f"{shown}: more than {MAX_REDIRECTS} redirects", "point NBINIT_CONFIG_URL at the final URL"
     )
 
 
-def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
-    """A connection for the URL, the request target to send, and headers for a proxy.
+def _request(url: str, headers: dict[str, str], connect: float, read: float) -> _Response:
+    """Send GET for the URL and read the response head; the body is the caller's to read.
 
     Through a proxy the environment names: https tunnels with CONNECT (the proxy sees only
     the host), plain http sends the absolute URL to the proxy.
     """
-    import http.client
+    import socket
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -356,16 +359,171 @@ def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, s
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     proxy = _proxy_for(url)
     address = (proxy[0], proxy[1]) if proxy else (host, port)
-    connection: http.client.HTTPConnection
-    if scheme == "https":
-        connection = http.client.HTTPSConnection(*address, timeout=timeout, context=_tls_context())
-        if proxy:
-            connection.set_tunnel(host, port, headers=proxy[2])
-        return connection, target, {}
-    connection = http.client.HTTPConnection(*address, timeout=timeout)
-    if proxy:
-        return connection, _show_origin((scheme, host, port)) + target, proxy[2]
-    return connection, target, {}
+    extra = proxy[2] if proxy and scheme == "http" else {}
+    if proxy and scheme == "http":
+        target = _show_origin((scheme, host, port)) + target
+    # An ASCII name as bytes: a str is encoded with the idna codec, an import of its own.
+    name = address[0].encode("ascii") if address[0].isascii() else address[0]
+    sock = socket.create_connection((name, address[1]), connect)  # type: ignore[arg-type]
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if scheme == "https":
+            if proxy:
+                _tunnel(sock, host, port, proxy[2])
+            sock = _tls_context().wrap_socket(sock, server_hostname=host)
+        sock.settimeout(read)
+        host_header = f"[{host}]" if ":" in host else host
+        if DEFAULT_PORTS[scheme] != port:
+            host_header += f":{port}"
+        lines = [f"GET {target} HTTP/1.1", f"Host: {host_header}", "Connection: close"]
+        lines += [f"{key}: {value}" for key, value in {**headers, **extra}.items()]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        return _Response(sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _tunnel(sock: Any, host: str, port: int, headers: dict[str, str]) -> None:
+    """CONNECT through an http proxy; the proxy must answer 200 before TLS starts."""
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    lines = [f"CONNECT {authority} HTTP/1.0", f"Host: {authority}"]
+    lines += [f"{key}: {value}" for key, value in headers.items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    answer = _Response(sock, body=False)
+    answer.file.close()  # the socket stays open, for TLS
+    if answer.status != 200:
+        raise OSError(f"Tunnel connection failed: {answer.status} {answer.reason}")
+
+
+class HTTPException(Exception):
+    """A response that is not HTTP; the subclasses are named as http.client names them."""
+
+
+class BadStatusLine(HTTPException):
+    pass
+
+
+class LineTooLong(HTTPException):
+    pass
+
+
+class IncompleteRead(HTTPException):
+    pass
+
+
+class RemoteDisconnected(ConnectionResetError):
+    pass
+
+
+MAX_LINE = 65536  # http.client's bounds on a status or header line, and on the header count
+MAX_HEADERS = 100
+
+
+class _Response:
+    """A response head as read from the socket, and its body in bounded pieces.
+
+    The request asked for `Connection: close`: a body without a length ends with the
+    connection; a chunked one is decoded.
+    """
+
+    def __init__(self, sock: Any, body: bool = True) -> None:
+        self.sock = sock
+        self.file = sock.makefile("rb")
+        try:
+            while True:
+                self.status, self.reason = self._status_line()
+                self.headers = self._header_lines()
+                if self.status >= 200 or not body:  # 1xx: interim, the real answer follows
+                    break
+        except BaseException:
+            self.file.close()
+            raise
+        self.chunked = "chunked" in self.getheader("Transfer-Encoding", "").lower()
+        length = self.getheader("Content-Length", "").strip()
+        self.left: Optional[int] = int(length) if length.isdigit() and not self.chunked else None
+        self.chunk_left = 0
+        self.done = False
+
+    def _line(self, what: str) -> bytes:
+        line: bytes = self.file.readline(MAX_LINE + 1)
+        if len(line) > MAX_LINE:
+            raise LineTooLong(what)
+        return line
+
+    def _status_line(self) -> tuple[int, str]:
+        line = self._line("status line")
+        if not line:
+            raise RemoteDisconnected("Remote end closed connection without response")
+        version, _, rest = line.decode("iso-8859-1").strip().partition(" ")
+        code, _, reason = rest.strip().partition(" ")
+        if not version.startswith("HTTP/") or len(code) != 3 or not code.isdigit():
+            raise BadStatusLine(repr(line[:80]))
+        return int(code), reason.strip()
+
+    def _header_lines(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        last = ""
+        for count in range(MAX_HEADERS + 2):
+            line = self._line("header line")
+            if line in (b"\r\n", b"\n", b""):
+                return headers
+            if count >= MAX_HEADERS:
+                raise HTTPException(f"got more than {MAX_HEADERS} headers")
+            text = line.decode("iso-8859-1").rstrip("\r\n")
+            if text[:1] in (" ", "\t") and last:  # an obsolete folded continuation
+                headers[last] += " " + text.strip()
+                continue
+            key, colon, value = text.partition(":")
+            if not colon:
+                continue
+            last = key.strip().lower()
+            value = value.strip()
+            headers[last] = f"{headers[last]}, {value}" if last in headers else value
+        raise HTTPException(f"got more than {MAX_HEADERS} headers")  # pragma: no cover
+
+    def getheader(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+    def read1(self, size: int) -> bytes:
+        """Up to `size` bytes of the body, b"" at its end; IncompleteRead if cut short."""
+        if self.done:
+            return b""
+        if self.chunked:
+            if self.chunk_left == 0:
+                size_line = self._line("chunk size").split(b";", 1)[0].strip()
+                try:
+                    self.chunk_left = int(size_line, 16)
+                except ValueError:
+                    raise IncompleteRead("chunk size") from None
+                if self.chunk_left == 0:
+                    while self._line("trailer line") not in (b"\r\n", b"\n", b""):
+                        pass
+                    self.done = True
+                    return b""
+            data = self.file.read1(min(size, self.chunk_left))
+            if not data:
+                raise IncompleteRead("chunk")
+            self.chunk_left -= len(data)
+            if self.chunk_left == 0 and self.file.read(2) not in (b"\r\n",):
+                raise IncompleteRead("chunk end")
+            return data
+        if self.left is not None:
+            if self.left == 0:
+                self.done = True
+                return b""
+            data = self.file.read1(min(size, self.left))
+            if not data:
+                raise IncompleteRead(f"{self.left} more bytes expected")
+            self.left -= len(data)
+            return data
+        data = self.file.read1(size)
+        self.done = not data
+        return data
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -427,7 +585,7 @@ def _next_location(location: str, current: str, first: tuple[str, str, int], sho
     raise NbinitError(f"{shown}: {problem}", "point NBINIT_CONFIG_URL at the final URL")
 
 
-def _read_body(response: http.client.HTTPResponse, shown: str, max_bytes: int) -> bytes:
+def _read_body(response: _Response, shown: str, max_bytes: int) -> bytes:
     status = response.status
     if status != 200:
         reason = f"HTTP {status} {response.reason or ''}".strip()
@@ -451,13 +609,11 @@ def _read_body(response: http.client.HTTPResponse, shown: str, max_bytes: int) -
     return bytes(body)
 
 
-def _chunks(response: http.client.HTTPResponse) -> Iterator[bytes]:
-    import http.client
-
+def _chunks(response: _Response) -> Iterator[bytes]:
     while True:
         try:
             chunk = response.read1(CHUNK)
-        except (http.client.HTTPException, OSError) as exc:
+        except (HTTPException, OSError) as exc:
             raise _Retryable(
                 f"connection broken while reading ({type(exc).__name__})", FIX_SERVER
             ) from None

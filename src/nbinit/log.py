@@ -11,7 +11,10 @@ import re
 import sys
 import threading
 import time
-from typing import IO, Any, Optional
+
+TYPE_CHECKING = False  # `typing` costs `nbinit ready`, run every few seconds, 2-3 ms; mypy reads it
+if TYPE_CHECKING:
+    from typing import IO, Any, Optional
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "FATAL")
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-from typing import Any, Optional
+
+TYPE_CHECKING = False  # `typing` costs `nbinit ready`, run every few seconds, 2-3 ms; mypy reads it
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 CONNECT_TIMEOUT = 0.05  # seconds; loopback answers in microseconds or refuses at once
 DEFAULT_PORT = 8888  # jupyterhub-singleuser's (and KubeSpawner's) port

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import time
@@ -445,6 +444,8 @@ def server_args(argv: list[str], env: dict[str, str]) -> list[str]:
     start-singleuser.py adds, NOTEBOOK_ARGS split like a shell, first."""
     if os.path.basename(argv[0]) not in START_SCRIPTS:
         return argv[1:]
+    import shlex  # only for docker-stacks' scripts: every start imports this module
+
     try:
         return [*shlex.split(env.get("NOTEBOOK_ARGS", "")), *argv[1:]]
     except ValueError as exc:

@@ -15,8 +15,8 @@ from helpers.gitserver import GitHttpServer, Pusher, make_bare
 
 pytestmark = pytest.mark.sandbox
 
-# requests and urllib3 are no longer used at all (the fetch is http.client): a start that
-# imports them has picked up an image's site-packages.
+# requests and urllib3 are no longer used at all (the fetch is a GET over a socket): a start
+# that imports them has picked up an image's site-packages.
 HEAVY = ("http", "ssl", "email", "requests", "urllib3", "git")
 HOME_MODULES = {"nbinit.home", "nbinit.fdwalk"}
 
@@ -44,6 +44,8 @@ def test_no_requests_or_git_import(sandbox, args):
         assert modules & {"http", "html", "argparse"} == set()
         # The home and the tree walks only when a start makes or re-owns a home.
         assert imported(result.stderr, top=False) & HOME_MODULES == set()
+        # Nor what only a fetch, the YAML reader or docker-stacks' scripts need.
+        assert modules & {"socket", "yaml", "hashlib", "shlex"} == set()
 
 
 def test_a_start_that_makes_a_home_imports_the_home_and_the_walks(sandbox):
@@ -59,8 +61,9 @@ def test_a_start_that_makes_a_home_imports_the_home_and_the_walks(sandbox):
     assert imported(result.stderr, top=False) >= HOME_MODULES
 
 
-def test_a_fetch_imports_http_client_and_never_requests(sandbox, http_server):
-    """The check above can fail: with a URL to fetch, http.client shows up (requests never)."""
+def test_a_fetch_over_http_imports_no_http_client_email_or_ssl(sandbox, http_server):
+    """The check above can fail: with a URL to fetch, the socket shows up; http.client (its
+    email parser), ssl and hashlib (OpenSSL) never do for http://, requests never at all."""
     server = http_server()
     server.route(body=b"version: 1\n")
     sandbox.add_jovyan()
@@ -68,9 +71,10 @@ def test_a_fetch_imports_http_client_and_never_requests(sandbox, http_server):
         [sys.executable, "-X", "importtime", "-m", "nbinit", "start", "--", "true"],
         env={"NBINIT_CONFIG_URL": server.url()},
     )
+    assert result.returncode == 0, result.stderr
     modules = imported(result.stderr)
-    assert "http" in modules
-    assert modules & {"requests", "urllib3", "ssl"} == {"ssl"}  # http.client imports ssl
+    assert {"socket", "yaml"} <= modules
+    assert modules & {"http", "email", "ssl", "hashlib", "requests", "urllib3"} == set()
 
 
 def test_a_start_with_repos_never_imports_the_git_runner_as_root(sandbox, tmp_path):
@@ -96,3 +100,13 @@ def test_a_start_with_repos_never_imports_the_git_runner_as_root(sandbox, tmp_pa
     assert {"nbinit.git.policy", "nbinit.git.launcher"} <= modules  # so the check can fail
     user_side = {"nbinit.git.runner", "nbinit.git.repo", "nbinit.git.lock", "nbinit.git.worker"}
     assert modules & user_side == set()
+
+
+def test_ready_imports_only_what_a_probe_needs(sandbox):
+    """`nbinit ready` runs every few seconds in every pod: no typing, pipeline or config."""
+    result = sandbox.run([sys.executable, "-X", "importtime", "-m", "nbinit", "ready"])
+    assert result.returncode == 1, result.stderr  # no server yet
+    modules = imported(result.stderr, top=False)
+    assert {"nbinit.readiness", "socket", "json"} <= modules  # so the check can fail
+    unwanted = {"typing", "argparse", "subprocess", "yaml", "nbinit.pipeline", "nbinit.config"}
+    assert modules & unwanted == set()

@@ -55,7 +55,7 @@ def test_holds_every_dependency_and_its_licence(built):
     names = {i.filename for i in entries(built)}
     for package in ("nbinit", "certifi", "yaml"):
         assert f"{package}/__init__.py" in names
-    # The fetch is the standard library's http.client: requests' stack is not shipped.
+    # The fetch is a GET over the standard library's socket: requests' stack is not shipped.
     assert not any(n.startswith(("requests/", "urllib3/", "idna/", "charset_norm")) for n in names)
     assert "yaml/__init__.py" in names
     # nbinit runs git only through nbinit.git.runner; GitPython is not shipped (docs/reference.md).

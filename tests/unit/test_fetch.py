@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import re
@@ -278,3 +279,180 @@ def test_a_busy_server_is_asked_again_no_sooner_than_its_retry_after(http_server
     assert body == GOOD
     assert len(server.seen) == 2
     assert 1.0 <= time.monotonic() - started < 1.0 + 2.0
+
+
+class RawServer:
+    """One loopback socket that answers every connection with fixed bytes, as a broken or
+    unusual server would, and keeps what each request sent. `tunnel_to` makes it a CONNECT
+    proxy that, after its answer, relays bytes to that (host, port)."""
+
+    def __init__(self, answer: bytes, tunnel_to=None) -> None:
+        import socket
+
+        self.answer = answer
+        self.tunnel_to = tunnel_to
+        self.requests: list[bytes] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        import socket
+
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = conn.recv(4096)
+                    if not data:
+                        break
+                    request += data
+                self.requests.append(request)
+                conn.sendall(self.answer)
+                if self.tunnel_to:
+                    with socket.create_connection(self.tunnel_to, timeout=5) as upstream:
+                        relay(conn, upstream)
+                    continue
+                conn.shutdown(socket.SHUT_WR)
+                with contextlib.suppress(OSError):
+                    conn.recv(4096)  # until the client closes: no reset before it has read
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def relay(a, b) -> None:
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(a, selectors.EVENT_READ, b)
+        selector.register(b, selectors.EVENT_READ, a)
+        while True:
+            for key, _ in selector.select(5):
+                data = key.fileobj.recv(65536)
+                if not data:
+                    return
+                key.data.sendall(data)
+
+
+@pytest.fixture
+def raw_server():
+    servers = []
+
+    def start(answer: bytes, tunnel_to=None) -> RawServer:
+        servers.append(RawServer(answer, tunnel_to))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_the_request_sent_is_one_plain_get(raw_server):
+    server = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\n" + GOOD)
+    url = f"http://127.0.0.1:{server.port}/c.yaml?x=1"
+    assert fetch(url, token=TOKEN)[0] == GOOD
+    lines = server.requests[0].decode().split("\r\n")
+    assert lines[0] == "GET /c.yaml?x=1 HTTP/1.1"
+    assert f"Host: 127.0.0.1:{server.port}" in lines
+    assert f"Authorization: Bearer {TOKEN}" in lines
+    assert "Accept-Encoding: identity" in lines
+    assert "Connection: close" in lines
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"b;ext=1\r\nversion: 1\n\r\n0D\r\ndeadline: 15\n\r\n0\r\nX-Trailer: 1\r\n\r\n",
+            id="chunked",
+        ),
+        pytest.param(
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/yaml\r\n\r\n" + GOOD, id="until-close"
+        ),
+        pytest.param(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 24\r\n"
+            b"X-Folded: a\r\n  b\r\n\r\n" + GOOD,
+            id="interim-1xx",
+        ),
+    ],
+)
+def test_bodies_framed_every_way_http_allows(raw_server, answer):
+    server = raw_server(answer)
+    assert fetch(f"http://127.0.0.1:{server.port}/")[0] == GOOD
+
+
+@pytest.mark.parametrize(
+    "answer, problem",
+    [
+        pytest.param(b"", "cannot connect (RemoteDisconnected)", id="closed"),
+        pytest.param(b"SSH-2.0-OpenSSH_9.2\r\n", "cannot connect (BadStatusLine)", id="not-http"),
+        pytest.param(b"HTTP/1.1 200 " + b"x" * 70000, "cannot connect (LineTooLong)", id="long"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 101 + b"\r\n",
+            "cannot connect (HTTPException)",
+            id="101-headers",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + GOOD,
+            "connection broken while reading (IncompleteRead)",
+            id="short-body",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            "connection broken while reading (IncompleteRead)",
+            id="bad-chunk",
+        ),
+    ],
+)
+def test_broken_answers_are_one_line_each(raw_server, answer, problem):
+    server = raw_server(answer)
+    url = f"http://127.0.0.1:{server.port}/c.yaml"
+    with pytest.raises(NbinitError) as caught:
+        fetch(url)
+    assert str(caught.value) == (
+        f"{url}: {problem} (1 attempt): check that the config server is up and serves the file"
+    )
+
+
+def test_http_through_the_proxy_the_environment_names(raw_server, monkeypatch):
+    proxy = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\n" + GOOD)
+    monkeypatch.setenv("http_proxy", f"http://user:pa%20ss@127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert fetch("http://config.example/c.yaml")[0] == GOOD
+    lines = proxy.requests[0].decode().split("\r\n")
+    assert lines[0] == "GET http://config.example/c.yaml HTTP/1.1"
+    assert "Host: config.example" in lines
+    assert "Proxy-Authorization: Basic dXNlcjpwYSBzcw==" in lines  # user:pa ss
+
+
+def test_https_tunnels_through_the_proxy(raw_server, http_server, tls_files, monkeypatch, tmp_path):
+    server = http_server(tls_files.server_context)
+    server.route(body=GOOD)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_files.write_ca(tmp_path / "ca.pem")))
+    proxy = raw_server(b"HTTP/1.1 200 Connection established\r\n\r\n", ("127.0.0.1", server.port))
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert fetch(server.url(host="localhost"), token=TOKEN)[0] == GOOD
+    assert proxy.requests[0].startswith(f"CONNECT localhost:{server.port} HTTP/1.0\r\n".encode())
+    assert b"Authorization" not in proxy.requests[0]  # the token only inside the tunnel
+    assert server.seen[0].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_a_proxy_that_refuses_the_tunnel(raw_server, monkeypatch):
+    proxy = raw_server(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(NbinitError) as caught:
+        fetch("https://config.example/c.yaml")
+    assert "cannot connect (OSError) (1 attempt)" in str(caught.value)

@@ -21,28 +21,24 @@ import argparse
 import http.server
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from nbinit import bundle, runtime, singleuser
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers.net import free_port, request  # noqa: E402
+from helpers.wait import stop_process, wait_until  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 LAB = PROJECT / "build" / "lab-venv"
 INSTALLED = PROJECT / "build" / "bench-singleuser-venv"
 TARGET_RATIO = 1.2
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def stand_in_hub(version: str) -> tuple[http.server.ThreadingHTTPServer, str]:
@@ -98,23 +94,18 @@ def time_to_answer(argv: list[str], api_url: str, home: str, timeout: float = 12
     )
     try:
         url = f"http://127.0.0.1:{port}/user/alice/api"
-        while time.perf_counter() - started < timeout:
-            if process.poll() is not None:
-                raise SystemExit(f"{argv[0]} exited {process.returncode} before answering")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
-                    if response.status == 200:
-                        return time.perf_counter() - started
-            except OSError:
-                time.sleep(0.02)
-        raise SystemExit(f"{argv[0]} did not answer within {timeout:g}s")
+        wait_until(
+            f"{argv[0]} to answer {url}",
+            lambda: request(url, timeout=1).status,
+            lambda status: status == 200,
+            timeout=timeout,
+            interval=0.02,
+            alive=lambda: process.poll() is None,
+            context=lambda: f"{argv[0]} exit status: {process.poll()}",
+        )
+        return time.perf_counter() - started
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 10)
 
 
 def ensure_installed(version: str) -> Path:

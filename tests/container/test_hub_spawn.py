@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from helpers import images
-from helpers.containers import free_port
+from helpers.net import free_port
 from helpers.sandbox import VENV_BIN
 
 pytestmark = pytest.mark.e2e

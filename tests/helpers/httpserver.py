@@ -11,7 +11,6 @@ import contextlib
 import http.server
 import ssl
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -133,13 +132,3 @@ class TLSFiles:
     def write_ca(self, path: Path) -> Path:
         path.write_bytes(self.ca_pem)
         return path
-
-
-def wait_until(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    """Poll for a condition a background thread sets."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()

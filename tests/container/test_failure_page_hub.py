@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import os
-import shutil
 import signal
 import sys
 import time
@@ -23,11 +22,8 @@ from pathlib import Path
 import pytest
 from helpers import images
 from helpers.containers import Container
-from helpers.hubconfig import hub_config, podman_spawner, running_hub
+from helpers.hubconfig import PROXY, hub_config, hub_missing, podman_spawner, running_hub
 from helpers.net import free_port, request
-
-PROJECT = Path(__file__).resolve().parents[2]
-PROXY = PROJECT / "node_modules" / ".bin" / "configurable-http-proxy"
 
 
 def podman_time(raw: str) -> float:
@@ -47,8 +43,9 @@ COMMANDS = {
 def test_a_fatal_in_a_real_container_under_a_real_hub_shows_the_page_and_ends_cleanly(
     image, tmp_path, family
 ):
-    if not PROXY.exists() or not shutil.which("node"):
-        pytest.skip(f"configurable-http-proxy is not installed at {PROXY} (run scripts/setup.sh)")
+    missing = hub_missing(Path(sys.executable).parent.parent)
+    if missing:
+        pytest.skip(missing)
     tag = image(family)
     name = f"nbinit-e2e-fatal-{os.getpid()}"
     marker = tmp_path / "marker"

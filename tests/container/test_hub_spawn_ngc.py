@@ -24,11 +24,19 @@ from pathlib import Path
 import pytest
 from helpers import images
 from helpers.containers import Container
-from helpers.hubconfig import TOKEN, Hub, call, hub_config, podman_spawner, running_hub
+from helpers.hubconfig import (
+    PROXY,
+    TOKEN,
+    Hub,
+    call,
+    hub_config,
+    hub_missing,
+    podman_spawner,
+    running_hub,
+)
 from helpers.net import free_port
 
 PROJECT = Path(__file__).resolve().parents[2]
-PROXY_BIN = PROJECT / "node_modules" / ".bin" / "configurable-http-proxy"
 HUBS = {"5": PROJECT / "build" / "hub5-venv", "6": PROJECT / ".venv"}
 ALICE_UID = "4321"
 SERVED = "/run/nbinit/singleuser/"
@@ -42,10 +50,9 @@ def running_podman_hub(
     --network=host --user=0` with the hub's JUPYTERHUB_* environment and `environment`, the
     image's own ENTRYPOINT and z2jh's default command; yields (hub, the server's Container)."""
     venv = HUBS[major]
-    if not (venv / "bin" / "jupyterhub").exists():
-        pytest.skip(f"JupyterHub {major} is not installed in {venv} (scripts/setup.sh)")
-    if not PROXY_BIN.exists():
-        pytest.skip(f"configurable-http-proxy is not installed at {PROXY_BIN} (scripts/setup.sh)")
+    missing = hub_missing(venv)
+    if missing:
+        pytest.skip(f"JupyterHub {major}: {missing}")
     work = tmp_path / f"hub{major}"
     name = f"nbinit-hub-{os.getpid()}-{major}"
     spawner = podman_spawner(
@@ -53,7 +60,7 @@ def running_podman_hub(
     )
     ports = (free_port(), free_port(), free_port())  # proxy, proxy API, hub
     config = hub_config(
-        chp=str(PROXY_BIN), cmd=["jupyterhub-singleuser"], work=str(work),
+        chp=str(PROXY), cmd=["jupyterhub-singleuser"], work=str(work),
         environment=environment, ports=ports, start_timeout=120, http_timeout=120,
         poll_interval=1, spawner=spawner,
     )  # fmt: skip

@@ -12,7 +12,8 @@ runs as from the host's /proc.
 from __future__ import annotations
 
 import pytest
-from helpers.containers import Container, hub_env
+from helpers.containers import Container
+from helpers.hubconfig import hub_env
 from helpers.net import free_port
 
 ALICE_UID = "4321"

@@ -3,8 +3,8 @@
 A `Container` is started detached; the test reads its log (`lines("WARNING")`), its
 processes as the host's /proc sees them (rootful podman maps no ids, so a uid read there
 is the uid inside), and files inside it with `exec`. Every container the fixture started is
-removed at the end of the test. A stand-in hub API (`hub_env`) answers singleuser's version
-check, so `jupyterhub-singleuser` starts listening without a whole JupyterHub.
+removed at the end of the test. The spawner's environment (`hubconfig.hub_env`) and a stand-in
+hub API (the `hub_api` fixture) let `jupyterhub-singleuser` listen without a whole JupyterHub.
 """
 
 from __future__ import annotations
@@ -188,23 +188,3 @@ def run(
     container = Container(name, image)
     images.podman(*args, *extra, image, *command)
     return container
-
-
-def hub_env(user: str, api_url: str, port: int, token: str = "container-test-token") -> dict:
-    """The environment a JupyterHub spawner gives a single-user server (Spawner.get_env)."""
-    prefix = f"/user/{user}/"
-    return {
-        "JUPYTERHUB_USER": user,
-        "JUPYTERHUB_API_TOKEN": token,
-        "JPY_API_TOKEN": token,
-        "JUPYTERHUB_API_URL": api_url,
-        "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{user}",
-        "JUPYTERHUB_HOST": "",
-        "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{prefix}oauth_callback",
-        "JUPYTERHUB_OAUTH_SCOPES": json.dumps([f"access:servers!server={user}/"]),
-        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps([f"access:servers!server={user}/"]),
-        "JUPYTERHUB_SERVER_NAME": "",
-        "JUPYTERHUB_BASE_URL": "/",
-        "JUPYTERHUB_SERVICE_PREFIX": prefix,
-        "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}",
-    }

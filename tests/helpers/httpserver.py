@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -65,6 +66,15 @@ class HTTPServer:
         self.stopping.set()
         self._server.shutdown()
         self._server.server_close()
+
+
+def serve_hub_api(server: HTTPServer, version: str) -> str:
+    """Make server a stand-in for the hub's API: `GET /hub/api` answers the hub's version, as
+    jupyterhub-singleuser asks before it listens. Returns the URL for JUPYTERHUB_API_URL."""
+    body = json.dumps({"version": version}).encode()
+    for path in ("/hub/api", "/hub/api/"):
+        server.route(path, body=body, headers={"Content-Type": "application/json"})
+    return server.url("/hub/api")
 
 
 def _handler_for(server: HTTPServer) -> type[http.server.BaseHTTPRequestHandler]:

@@ -8,6 +8,8 @@ sandbox.
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +22,20 @@ from helpers.wait import stop_process, wait_until
 
 T = TypeVar("T")
 TESTS = Path(__file__).resolve().parents[1]
+PROXY = TESTS.parent / "node_modules" / ".bin" / "configurable-http-proxy"
+
+
+def hub_missing(venv: Path) -> str:
+    """Why a real hub from venv cannot run here (the reason to skip), or ""."""
+    if not PROXY.exists():
+        return f"configurable-http-proxy is not installed at {PROXY} (run scripts/setup.sh)"
+    if not shutil.which("node"):
+        return "node is not installed (configurable-http-proxy needs it)"
+    for tool in ("jupyterhub", "jupyterhub-singleuser"):
+        if not (venv / "bin" / tool).exists():
+            return f"{tool} is not in {venv}/bin (scripts/setup.sh installs it)"
+    return ""
+
 
 TOKEN = "e2e-admin-token-0123456789abcdef"
 
@@ -109,6 +125,26 @@ def podman_spawner(
     return PODMAN_SPAWNER.format(
         tests=str(TESTS), image=image, flags=flags, volumes=volumes, name=name, remove=remove
     )
+
+
+def hub_env(user: str, api_url: str, port: int, token: str = "test-api-token") -> dict[str, str]:
+    """The environment a JupyterHub spawner gives a single-user server (Spawner.get_env)."""
+    prefix = f"/user/{user}/"
+    return {
+        "JUPYTERHUB_USER": user,
+        "JUPYTERHUB_API_TOKEN": token,
+        "JPY_API_TOKEN": token,
+        "JUPYTERHUB_API_URL": api_url,
+        "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{user}",
+        "JUPYTERHUB_HOST": "",
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{prefix}oauth_callback",
+        "JUPYTERHUB_OAUTH_SCOPES": json.dumps([f"access:servers!server={user}/"]),
+        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps([f"access:servers!server={user}/"]),
+        "JUPYTERHUB_SERVER_NAME": "",
+        "JUPYTERHUB_BASE_URL": "/",
+        "JUPYTERHUB_SERVICE_PREFIX": prefix,
+        "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}",
+    }
 
 
 def call(method: str, url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:

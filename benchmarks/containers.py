@@ -25,6 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from helpers import containers, images  # noqa: E402
+from helpers.hubconfig import hub_env  # noqa: E402
+from helpers.net import free_port  # noqa: E402
 
 UID = "4321"
 # The server program, and the command with nbinit (z2jh's singleuser.cmd); the baseline runs
@@ -40,7 +42,7 @@ READY = re.compile(r"nbinit: ready in ([0-9.]+)s")
 
 def start_once(tag: str, program: str, command: list[str], marker: Path, nbinit: bool):
     """Seconds from `podman run` to `program` running as UID, and nbinit's `ready in`."""
-    env = containers.hub_env("alice", "http://127.0.0.1:9/hub/api", containers.free_port())
+    env = hub_env("alice", "http://127.0.0.1:9/hub/api", free_port())
     env.update(NB_UID=UID, NB_GID=UID)
     if nbinit:
         options = {"user": "0", "volumes": (f"{marker}:/s/alice/jupyterhub",)}

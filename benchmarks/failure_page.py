@@ -15,21 +15,18 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers.net import free_port, request  # noqa: E402
+from helpers.wait import wait_until  # noqa: E402
 
 TARGET_MS = 2000.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def first_answer(nbinit: str, env: dict[str, str]) -> float:
@@ -44,15 +41,15 @@ def first_answer(nbinit: str, env: dict[str, str]) -> float:
         stderr=subprocess.DEVNULL,
     )
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
-                    response.read()
-                return time.perf_counter() - started
-            except OSError:
-                if process.poll() is not None or time.perf_counter() - started > 30:
-                    raise RuntimeError("the failure page never answered") from None
-                time.sleep(0.005)
+        wait_until(
+            "the failure page to answer",
+            lambda: request(url, timeout=2).status,
+            lambda status: status < 400,  # as urlopen counts an answer
+            timeout=30,
+            interval=0.005,
+            alive=lambda: process.poll() is None,
+        )
+        return time.perf_counter() - started
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(5) == 0

@@ -18,17 +18,12 @@ versions, plus jupyterhub (so "the same image, with jupyterhub installed").
 from __future__ import annotations
 
 import argparse
-import http.server
-import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from nbinit import runtime, singleuser
@@ -40,52 +35,16 @@ from nbinit.bundle.runtimes import (
     runtime_name,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers.httpserver import HTTPServer, serve_hub_api  # noqa: E402
+from helpers.hubconfig import hub_env  # noqa: E402
+from helpers.net import free_port, request  # noqa: E402
+from helpers.wait import stop_process, wait_until  # noqa: E402
+
 PROJECT = Path(__file__).resolve().parents[1]
 LAB = PROJECT / "build" / "lab-venv"
 INSTALLED = PROJECT / "build" / "bench-singleuser-venv"
 TARGET_RATIO = 1.2
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def stand_in_hub(version: str) -> tuple[http.server.ThreadingHTTPServer, str]:
-    """Answers the version check singleuser makes before it listens."""
-    body = json.dumps({"version": version}).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/hub/api"
-
-
-def hub_env(api_url: str, port: int, home: str) -> dict[str, str]:
-    prefix = "/user/alice/"
-    return {
-        "PATH": "/usr/bin:/bin",
-        "HOME": home,
-        "JUPYTERHUB_USER": "alice",
-        "JUPYTERHUB_API_TOKEN": "bench-token",
-        "JUPYTERHUB_API_URL": api_url,
-        "JUPYTERHUB_CLIENT_ID": "jupyterhub-user-alice",
-        "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{prefix}oauth_callback",
-        "JUPYTERHUB_SERVICE_PREFIX": prefix,
-        "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}",
-        "JUPYTERHUB_BASE_URL": "/",
-    }
 
 
 def time_to_answer(argv: list[str], api_url: str, home: str, timeout: float = 120.0) -> float:
@@ -94,7 +53,11 @@ def time_to_answer(argv: list[str], api_url: str, home: str, timeout: float = 12
     `home` persists across runs, as a user's home volume does (the runtime's bytecode).
     """
     port = free_port()
-    env = hub_env(api_url, port, home)
+    env = {
+        **hub_env("alice", api_url, port, token="bench-token"),
+        "PATH": "/usr/bin:/bin",
+        "HOME": home,
+    }
     started = time.perf_counter()
     process = subprocess.Popen(
         [*argv, "--allow-root"],  # the benchmark runs as root; the server would refuse
@@ -105,23 +68,18 @@ def time_to_answer(argv: list[str], api_url: str, home: str, timeout: float = 12
     )
     try:
         url = f"http://127.0.0.1:{port}/user/alice/api"
-        while time.perf_counter() - started < timeout:
-            if process.poll() is not None:
-                raise SystemExit(f"{argv[0]} exited {process.returncode} before answering")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
-                    if response.status == 200:
-                        return time.perf_counter() - started
-            except OSError:
-                time.sleep(0.02)
-        raise SystemExit(f"{argv[0]} did not answer within {timeout:g}s")
+        wait_until(
+            f"{argv[0]} to answer {url}",
+            lambda: request(url, timeout=1).status,
+            lambda status: status == 200,
+            timeout=timeout,
+            interval=0.02,
+            alive=lambda: process.poll() is None,
+            context=lambda: f"{argv[0]} exit status: {process.poll()}",
+        )
+        return time.perf_counter() - started
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 10)
 
 
 def ensure_installed(version: str) -> Path:
@@ -170,7 +128,8 @@ def main() -> int:
         homes = {name: Path(directory) / name for name in ("installed", "runtime", "zip")}
         for home in homes.values():
             home.mkdir()
-        hub, api_url = stand_in_hub(args.version)
+        hub = HTTPServer()  # answers the version check singleuser makes before it listens
+        api_url = serve_hub_api(hub, args.version)
         try:
             time_to_answer(installed, api_url, str(homes["installed"]))  # warm the page cache
             first = time_to_answer(from_runtime, api_url, str(homes["runtime"]))
@@ -180,7 +139,7 @@ def main() -> int:
                 measured.append(time_to_answer(from_runtime, api_url, str(homes["runtime"])))
                 zipped.append(time_to_answer(from_zip, api_url, str(homes["zip"])))
         finally:
-            hub.shutdown()
+            hub.stop()
     base, mine = statistics.median(baseline), statistics.median(measured)
     ratio = mine / base
     print(

@@ -6,8 +6,6 @@ run images (not root, podman or mmdebstrap missing, no working run flags).
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from helpers import containers, images
 
@@ -58,10 +56,7 @@ def container(podman_ready):
 def hub_api(http_server):
     """A stand-in for the hub's API: `GET /hub/api` answers its version, as singleuser asks
     before it listens. Returns the API URL for JUPYTERHUB_API_URL."""
+    from helpers.httpserver import serve_hub_api
     from jupyterhub import __version__
 
-    server = http_server()
-    body = json.dumps({"version": __version__}).encode()
-    for path in ("/hub/api", "/hub/api/"):
-        server.route(path, body=body, headers={"Content-Type": "application/json"})
-    return server.url("/hub/api")
+    return serve_hub_api(http_server(), __version__)

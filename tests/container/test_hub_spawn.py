@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 from helpers import images
-from helpers.containers import free_port
-from helpers.sandbox import VENV_BIN
+from helpers.hubconfig import PROXY, hub_missing
+from helpers.net import free_port
+from helpers.sandbox import VENV, VENV_BIN
 
 pytestmark = pytest.mark.e2e
 
 E2E = Path(__file__).resolve().parents[1] / "e2e"
-sys.path.insert(0, str(E2E))
-from test_jupyterhub_spawn import PROXY, prerequisites  # noqa: E402
 
 COMMANDS = {
     "docker-stacks": "jupyterhub-singleuser",  # z2jh's default; start.sh's hook hands over
@@ -33,7 +32,7 @@ COMMANDS = {
 
 @pytest.mark.parametrize("family", list(COMMANDS))
 def test_hub_spawns_a_container_as_the_users_own_account(family, image, tmp_path):
-    missing = prerequisites()
+    missing = hub_missing(VENV)
     if missing:
         pytest.skip(missing)
     marker = tmp_path / "marker"

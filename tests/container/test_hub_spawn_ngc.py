@@ -18,100 +18,70 @@ import json
 import os
 import re
 import subprocess
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from helpers import images
-from helpers.containers import Container, free_port
-from helpers.hubconfig import TOKEN, call, hub_config
+from helpers.containers import Container
+from helpers.hubconfig import (
+    PROXY,
+    TOKEN,
+    Hub,
+    call,
+    hub_config,
+    hub_missing,
+    podman_spawner,
+    running_hub,
+)
+from helpers.net import free_port
 
 PROJECT = Path(__file__).resolve().parents[2]
-PROXY_BIN = PROJECT / "node_modules" / ".bin" / "configurable-http-proxy"
 HUBS = {"5": PROJECT / "build" / "hub5-venv", "6": PROJECT / ".venv"}
 ALICE_UID = "4321"
 SERVED = "/run/nbinit/singleuser/"
 
 
-def wait_for(what: str, check, timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; the hub's log:\n{log.read_text()[-6000:]}")
-
-
-class Hub:
-    def __init__(self, work: Path, name: str, ports: tuple[int, int, int]) -> None:
-        self.work = work
-        self.container = Container(name, "")
-        self.api = f"http://127.0.0.1:{ports[2]}/hub/api"
-        self.proxy = f"http://127.0.0.1:{ports[0]}"
-        self.log = work / "hub.log"
-
-    def spawn(self, user: str) -> dict:
-        """Start the user's server; its model once the hub says it is ready."""
-        status, _ = call("POST", f"{self.api}/users/{user}")
-        assert status in (201, 409), status
-        status, body = call("POST", f"{self.api}/users/{user}/server", timeout=130)
-        assert status in (201, 202), (status, body)
-
-        def server() -> dict:
-            return (call("GET", f"{self.api}/users/{user}")[1].get("servers") or {}).get("", {})
-
-        wait_for(f"{user}'s server to be ready", lambda: server().get("ready"), 150, self.log)
-        return server()
-
-
 @contextmanager
-def running_hub(major: str, tmp_path: Path, image: str, extra: list[str]):
+def running_podman_hub(
+    major: str, tmp_path: Path, image: str, volumes: list[str], environment: dict[str, str]
+):
     """JupyterHub `major` whose spawner runs the pod KubeSpawner would make: `podman run
-    --network=host --user=0` with the hub's JUPYTERHUB_* environment, the image's own
-    ENTRYPOINT and z2jh's default command, `extra` podman arguments (volumes, NB_UID)."""
+    --network=host --user=0` with the hub's JUPYTERHUB_* environment and `environment`, the
+    image's own ENTRYPOINT and z2jh's default command; yields (hub, the server's Container)."""
     venv = HUBS[major]
-    if not (venv / "bin" / "jupyterhub").exists():
-        pytest.skip(f"JupyterHub {major} is not installed in {venv} (scripts/setup.sh)")
-    if not PROXY_BIN.exists():
-        pytest.skip(f"configurable-http-proxy is not installed at {PROXY_BIN} (scripts/setup.sh)")
+    missing = hub_missing(venv)
+    if missing:
+        pytest.skip(f"JupyterHub {major}: {missing}")
     work = tmp_path / f"hub{major}"
-    work.mkdir()
     name = f"nbinit-hub-{os.getpid()}-{major}"
-    cmd = ["podman", "run", f"--name={name}", "--network=host", *images.podman_run_flags()]
-    cmd += ["--user=0", "--env=JUPYTERHUB_*", "--env=JPY_API_TOKEN", *extra]
-    cmd += [image, "jupyterhub-singleuser"]
+    spawner = podman_spawner(
+        image, name=name, flags=images.podman_run_flags(), volumes=volumes, remove=False
+    )
     ports = (free_port(), free_port(), free_port())  # proxy, proxy API, hub
     config = hub_config(
-        chp=str(PROXY_BIN), cmd=cmd, work=str(work), ports=ports, start_timeout=120,
-        http_timeout=120, poll_interval=1,
+        chp=str(PROXY), cmd=["jupyterhub-singleuser"], work=str(work),
+        environment=environment, ports=ports, start_timeout=120, http_timeout=120,
+        poll_interval=1, spawner=spawner,
     )  # fmt: skip
-    (work / "jupyterhub_config.py").write_text(config)
-    hub = Hub(work, name, ports)
-    with hub.log.open("w") as log:
-        process = subprocess.Popen(
-            [str(venv / "bin" / "jupyterhub"), "-f", str(work / "jupyterhub_config.py")],
-            cwd=work,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    jupyterhub = str(venv / "bin" / "jupyterhub")
     try:
-        wait_for("the hub API", lambda: call("GET", f"{hub.api}/")[0] == 200, 60, hub.log)
-        version = call("GET", f"{hub.api}/")[1]["version"]
-        assert version.split(".")[0] == major, version
-        yield hub
+        with running_hub(
+            config, work, ports, jupyterhub=jupyterhub, log=work / "hub.log", stop_timeout=30
+        ) as hub:
+            version = hub.call("GET", "/")[1]["version"]
+            assert version.split(".")[0] == major, version
+            yield hub, Container(name, "")
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
         subprocess.run(
             ["podman", "rm", "--force", "--time", "0", name], capture_output=True, timeout=60
         )
+
+
+def spawn(hub: Hub) -> dict:
+    """Start alice's server; its model once the hub says it is ready."""
+    hub.spawn("alice", request_timeout=130)
+    return hub.wait_ready("alice", timeout=150)
 
 
 def server_process(running: Container):
@@ -187,12 +157,11 @@ def test_hubs_spawn_the_marked_user_with_the_runtime_of_their_major_version(ngc,
     marker, state = tmp_path / "marker", tmp_path / "state"
     marker.mkdir()
     state.mkdir(mode=0o700)
-    extra = [f"--volume={marker}:/s/alice/jupyterhub", f"--volume={state}:/var/lib/nbinit"]
-    extra += [f"--env=NB_UID={ALICE_UID}", f"--env=NB_GID={ALICE_UID}"]
+    volumes = [f"{marker}:/s/alice/jupyterhub", f"{state}:/var/lib/nbinit"]
+    environment = {"NB_UID": ALICE_UID, "NB_GID": ALICE_UID}
     for major in ("6", "5"):
-        with running_hub(major, tmp_path, ngc, extra) as hub:
-            server = hub.spawn("alice")
-            running = hub.container
+        with running_podman_hub(major, tmp_path, ngc, volumes, environment) as (hub, running):
+            server = spawn(hub)
             process = server_process(running)
             assert process.uid == [ALICE_UID] * 4
             assert f"/jupyterhub-{major}." in runtime_of(process)
@@ -208,9 +177,8 @@ def test_hubs_spawn_the_marked_user_with_the_runtime_of_their_major_version(ngc,
 
 
 def test_without_a_marker_the_server_runs_as_the_jovyan_nbinit_creates(ngc, tmp_path):
-    with running_hub("5", tmp_path, ngc, []) as hub:
-        server = hub.spawn("alice")
-        running = hub.container
+    with running_podman_hub("5", tmp_path, ngc, [], {}) as (hub, running):
+        server = spawn(hub)
         process = server_process(running)
         assert process.uid == ["1000"] * 4
         assert process.gid == ["100"] * 4

@@ -12,7 +12,9 @@ runs as from the host's /proc.
 from __future__ import annotations
 
 import pytest
-from helpers.containers import Container, free_port, hub_env
+from helpers.containers import Container
+from helpers.hubconfig import hub_env
+from helpers.net import free_port
 
 ALICE_UID = "4321"
 JOVYAN = "jovyan:x:1000:100::/home/jovyan:/bin/bash"

@@ -14,7 +14,7 @@ stderr. Scenarios (second argument):
   `DELETE /hub/api/users/alice/server` (JupyterHub >= 5.1).
 
 With `--podman IMAGE` it runs on the host instead, on free loopback ports (`--ports`), and
-spawns through tests/e2e/podman_spawner.py: the server is a real container (`podman run
+spawns through tests/helpers/podman_spawner.py: the server is a real container (`podman run
 --network=host`), read from the host's /proc and with `podman exec`.
 """
 
@@ -30,24 +30,11 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from helpers.hubconfig import call, hub_config  # noqa: E402 (run as a script)
-
-# Fixed ports in a sandbox with its own network; main() sets them from --ports.
-HUB_API = "http://127.0.0.1:8081/hub/api"
-PROXY = "http://127.0.0.1:8000"
-
-
-def wait_for(what: str, check, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise SystemExit(f"hub_driver: timed out waiting for {what}")
+from helpers.hubconfig import Hub, call, hub_config, podman_spawner, running_hub  # noqa: E402
+from helpers.net import request  # noqa: E402 (run as a script)
 
 
 def proc_status(pid: int) -> dict[str, str]:
@@ -64,22 +51,6 @@ SCENARIOS = {
 }
 
 
-def server_model() -> dict:
-    _, user = call("GET", f"{HUB_API}/users/alice")
-    return (user.get("servers") or {}).get("") or {}
-
-
-PODMAN = """
-import sys
-sys.path.insert(0, {here!r})
-from podman_spawner import PodmanSpawner
-c.JupyterHub.spawner_class = PodmanSpawner
-c.PodmanSpawner.image = {image!r}
-c.PodmanSpawner.podman_flags = {flags!r}
-c.PodmanSpawner.volumes = [{marker!r} + ":/s/{{username}}/jupyterhub"]
-"""
-
-
 def options(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("proxy", help="configurable-http-proxy")
@@ -94,71 +65,58 @@ def options(argv: list[str]) -> argparse.Namespace:
 
 
 def main() -> int:
-    global HUB_API, PROXY
     args = options(sys.argv[1:])
     cmd, environment, http_timeout = SCENARIOS[args.scenario]
     if args.cmd:
         cmd = args.cmd.split()
     ports = tuple(int(port) for port in args.ports.split(","))
-    PROXY, HUB_API = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[2]}/hub/api"
+    assert len(ports) == 3, args.ports
+    container = f"nbinit-hub-{os.getpid()}-alice"
     spawner = ""
     if args.podman:
-        here = os.path.dirname(os.path.abspath(__file__))
-        flags = args.podman_flags.split()
-        spawner = PODMAN.format(here=here, image=args.podman, flags=flags, marker=args.marker)
-    os.makedirs(args.work, exist_ok=True)
-    config_path = os.path.join(args.work, "jupyterhub_config.py")
-    with open(config_path, "w") as handle:
-        config = hub_config(
-            chp=args.proxy,
-            cmd=cmd,
-            work=args.work,
-            environment=environment,
-            http_timeout=http_timeout,
-            ports=ports,
-            spawner=spawner,
+        spawner = podman_spawner(
+            args.podman,
+            name=container,
+            flags=args.podman_flags.split(),
+            volumes=[f"{args.marker}:/s/{{username}}/jupyterhub"],
         )
-        handle.write(config)
-    hub = subprocess.Popen(["jupyterhub", "-f", config_path], cwd=args.work, stdout=sys.stderr)
-    deadline = time.monotonic() + (90 if args.podman else 50)
-    try:
-        wait_for("the hub API", lambda: call("GET", f"{HUB_API}/")[0] == 200, deadline)
-        status, _ = call("POST", f"{HUB_API}/users/alice")
-        assert status in (201, 409), status
+    config = hub_config(
+        chp=args.proxy,
+        cmd=cmd,
+        work=args.work,
+        environment=environment,
+        http_timeout=http_timeout,
+        ports=ports,
+        spawner=spawner,
+    )
+    timeout = 90 if args.podman else 50
+    deadline = time.monotonic() + timeout
+    with running_hub(config, Path(args.work), ports, api_timeout=timeout) as hub:
         spawned = time.monotonic()
-        status, body = call("POST", f"{HUB_API}/users/alice/server", timeout=50)
-        assert status in (201, 202), (status, body)
+        status = hub.spawn("alice", request_timeout=50)
         if args.scenario == "cancel":
-            print(json.dumps(cancel_pending(status)), flush=True)
+            print(json.dumps(cancel_pending(hub, status)), flush=True)
             return 0
 
-        wait_for("alice's server to be ready", lambda: server_model().get("ready"), deadline)
+        server = hub.wait_ready("alice", timeout=deadline - time.monotonic())
         if args.scenario == "fatal":
-            print(json.dumps(failure_page(spawned)), flush=True)
+            print(json.dumps(failure_page(hub, spawned)), flush=True)
             return 0
-        _, user = call("GET", f"{HUB_API}/users/alice")
-        server = user["servers"][""]
-        api_status, api = call("GET", f"{PROXY}{server['url']}api")
+        api_status, api = call("GET", f"{hub.proxy}{server['url']}api")
         if args.podman:
-            report = observe_container(f"nbinit-hub-{hub.pid}-alice", args.podman)
+            report = observe_container(container, args.podman)
         else:
             report = observe_process(int(server["state"]["pid"]))
         report.update(
             ready=server["ready"], server_api_status=api_status, server_version=api.get("version")
         )
-        status, _ = call("DELETE", f"{HUB_API}/users/alice/server", timeout=30)
+        hub.call("DELETE", "/users/alice/server", timeout=30)
         if args.podman:
-            wait_for("alice's server to stop", lambda: not server_model(), deadline + 30)
+            hub.wait_gone("alice", timeout=deadline + 30 - time.monotonic())
             gone = subprocess.run(["podman", "container", "exists", report["container"]])
             report["container_removed"] = gone.returncode == 1
         print(json.dumps(report), flush=True)
         return 0
-    finally:
-        hub.terminate()
-        try:
-            hub.wait(10)
-        except subprocess.TimeoutExpired:
-            hub.kill()
 
 
 def observe_process(pid: int) -> dict:
@@ -199,25 +157,22 @@ def observe_container(name: str, image: str) -> dict:
     }
 
 
-def failure_page(spawned: float) -> dict:
+def failure_page(hub: Hub, spawned: float) -> dict:
     """The hub marked the server ready: where a browser ends up, and what it shows."""
     ready_after = time.monotonic() - spawned
-    server = server_model()
+    server = hub.server()
     pid = int(server["state"]["pid"])
     ids = proc_status(pid)
     jar = http.cookiejar.CookieJar()
     browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    with browser.open(f"{PROXY}/hub/login", timeout=10) as response:
-        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', response.read().decode()).group(1)
+    login = request(f"{hub.proxy}/hub/login", opener=browser, timeout=10)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', login.text()).group(1)
     form = urllib.parse.urlencode({"username": "alice", "password": "x", "_xsrf": xsrf})
-    with browser.open(f"{PROXY}/hub/login?next=", data=form.encode(), timeout=10) as response:
-        response.read()
+    request(f"{hub.proxy}/hub/login?next=", "POST", data=form.encode(), opener=browser, timeout=10)
     # What the hub's home page "Start My Server" / a bookmark does: the hub redirects.
-    with browser.open(f"{PROXY}/hub/user/alice/", timeout=10) as response:
-        landed, landed_status, page = response.url, response.status, response.read().decode()
-    with browser.open(f"{PROXY}/user/alice/api/status", timeout=10) as response:
-        api = json.loads(response.read())
-    page_url = f"{PROXY}/user/alice/"
+    landed = request(f"{hub.proxy}/hub/user/alice/", opener=browser, timeout=10)
+    api = request(f"{hub.proxy}/user/alice/api/status", opener=browser, timeout=10).json()
+    page_url = f"{hub.proxy}/user/alice/"
     chromium = [
         "chromium",
         "--headless",
@@ -240,15 +195,15 @@ def failure_page(spawned: float) -> dict:
         timeout=60,
     )
     stopping = time.monotonic()
-    stop_status, _ = call("DELETE", f"{HUB_API}/users/alice/server", timeout=20)
-    wait_for("the server to stop", lambda: not server_model(), time.monotonic() + 15)
+    stop_status, _ = hub.call("DELETE", "/users/alice/server", timeout=20)
+    hub.wait_gone("alice", timeout=15)
     return {
         "ready_after": round(ready_after, 2),
         "uid": ids["Uid"].split(),
         "groups": ids["Groups"].split(),
-        "landed": landed,
-        "landed_status": landed_status,
-        "page": page,
+        "landed": landed.url,
+        "landed_status": landed.status,
+        "page": landed.text(),
         "api": api,
         "dom": dom.stdout,
         "chromium_rc": [dom.returncode, picture.returncode],
@@ -260,17 +215,18 @@ def failure_page(spawned: float) -> dict:
     }
 
 
-def cancel_pending(spawn_status: int) -> dict:
+def cancel_pending(hub: Hub, spawn_status: int) -> dict:
     """The command hangs, so the spawn stays pending; the admin's REST call stops it."""
-    pending = server_model().get("pending")
-    pid = 0
-    until = time.monotonic() + 10
-    while not pid and time.monotonic() < until:  # the hub records the pid once it started
-        pid = int((server_model().get("state") or {}).get("pid") or 0)
-        time.sleep(0.1)
+    pending = hub.server().get("pending")
+    pid = hub.wait(  # the hub records the pid once it started the command
+        "the pending server's pid",
+        lambda: int((hub.server().get("state") or {}).get("pid") or 0),
+        timeout=10,
+        interval=0.1,
+    )
     stopping = time.monotonic()
-    status, _ = call("DELETE", f"{HUB_API}/users/alice/server", timeout=30)
-    wait_for("the pending server to go", lambda: not server_model(), time.monotonic() + 30)
+    status, _ = hub.call("DELETE", "/users/alice/server", timeout=30)
+    hub.wait_gone("alice", timeout=30)
     return {
         "spawn_status": spawn_status,
         "pending": pending,
@@ -278,7 +234,7 @@ def cancel_pending(spawn_status: int) -> dict:
         "delete_status": status,
         "stopped_after": round(time.monotonic() - stopping, 2),
         "process_gone": bool(pid) and not os.path.exists(f"/proc/{pid}"),
-        "hub_version": call("GET", f"{HUB_API}/")[1].get("version"),
+        "hub_version": hub.call("GET", "/")[1].get("version"),
     }
 
 

@@ -13,26 +13,25 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from helpers.hubconfig import call, hub_config  # noqa: E402 (run as a script)
-from hub_driver import HUB_API, PROXY, proc_status, server_model, wait_for  # noqa: E402
+from helpers.hubconfig import Hub, call, hub_config, running_hub  # noqa: E402 (a script)
+from hub_driver import proc_status  # noqa: E402
+
+PORTS = (8000, 8001, 8081)  # proxy, proxy API, hub: the sandbox has its own network
 
 
-def kernel_sys_path(server_url: str) -> list[str]:
+def kernel_sys_path(hub: Hub, server_url: str) -> list[str]:
     """Start a kernel in the server and ask it, over the kernel protocol, for sys.path."""
     from jupyter_client import BlockingKernelClient
 
-    status, kernel = call("POST", f"{PROXY}{server_url}api/kernels", timeout=30)
+    status, kernel = call("POST", f"{hub.proxy}{server_url}api/kernels", timeout=30)
     assert status == 201, (status, kernel)
-    connection = f"/home/alice/.local/share/jupyter/runtime/kernel-{kernel['id']}.json"
-    wait_for(
-        "the kernel's connection file", lambda: os.path.exists(connection), time.monotonic() + 30
-    )
-    client = BlockingKernelClient(connection_file=connection)
+    connection = Path(f"/home/alice/.local/share/jupyter/runtime/kernel-{kernel['id']}.json")
+    hub.wait("the kernel's connection file", connection.exists, timeout=30)
+    client = BlockingKernelClient(connection_file=str(connection))
     client.load_connection_file()
     client.start_channels()
     try:
@@ -60,25 +59,14 @@ def main() -> int:
         "NBINIT_STATUS_FILE": "/var/lib/nbinit-status.json",
     }
     cmd = [nbinit, "start", "--", "jupyterhub-singleuser"]
-    os.makedirs("/tmp/hub", exist_ok=True)
-    with open("/tmp/hub/jupyterhub_config.py", "w") as handle:
-        handle.write(hub_config(chp=chp, cmd=cmd, work="/tmp/hub", environment=environment))
-    hub = subprocess.Popen(
-        ["jupyterhub", "-f", "/tmp/hub/jupyterhub_config.py"], cwd="/tmp/hub", stdout=sys.stderr
-    )
-    deadline = time.monotonic() + 100
-    try:
-        wait_for("the hub API", lambda: call("GET", f"{HUB_API}/")[0] == 200, deadline)
-        status, _ = call("POST", f"{HUB_API}/users/alice")
-        assert status in (201, 409), status
-        status, body = call("POST", f"{HUB_API}/users/alice/server", timeout=60)
-        assert status in (201, 202), (status, body)
-        wait_for("alice's server to be ready", lambda: server_model().get("ready"), deadline)
-        server = server_model()
+    config = hub_config(chp=chp, cmd=cmd, work="/tmp/hub", environment=environment, ports=PORTS)
+    with running_hub(config, Path("/tmp/hub"), PORTS, api_timeout=100) as hub:
+        hub.spawn("alice", request_timeout=60)
+        server = hub.wait_ready("alice", timeout=100)
         pid = int(server["state"]["pid"])
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             cmdline = [part.decode() for part in handle.read().split(b"\0") if part]
-        api_status, api = call("GET", f"{PROXY}{server['url']}api/status")
+        api_status, api = call("GET", f"{hub.proxy}{server['url']}api/status")
         with open("/var/lib/nbinit-status.json") as handle:
             exec_step = json.load(handle)["steps"][-1]
         report = {
@@ -88,17 +76,11 @@ def main() -> int:
             "server_api_status": api_status,
             "server_api": api,
             "singleuser": exec_step["details"].get("singleuser"),
-            "kernel_path": kernel_sys_path(server["url"]),
+            "kernel_path": kernel_sys_path(hub, server["url"]),
         }
-        call("DELETE", f"{HUB_API}/users/alice/server", timeout=20)
+        hub.call("DELETE", "/users/alice/server", timeout=20)
         print(json.dumps(report), flush=True)
         return 0
-    finally:
-        hub.terminate()
-        try:
-            hub.wait(10)
-        except subprocess.TimeoutExpired:
-            hub.kill()
 
 
 if __name__ == "__main__":

@@ -11,27 +11,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers.sandbox import PROJECT, VENV
+from helpers.hubconfig import PROXY, hub_missing
+from helpers.sandbox import VENV
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sandbox]
 
-PROXY = PROJECT / "node_modules" / ".bin" / "configurable-http-proxy"
 DRIVER = Path(__file__).with_name("hub_driver.py")
 
 
-def prerequisites() -> str:
-    if not PROXY.exists():
-        return f"configurable-http-proxy is not installed at {PROXY} (run scripts/setup.sh)"
-    if not shutil.which("node"):
-        return "node is not installed (configurable-http-proxy needs it)"
-    for tool in ("jupyterhub", "jupyterhub-singleuser"):
-        if not (VENV / "bin" / tool).exists():
-            return f"{tool} is not in {VENV}/bin (pip install -e '.[test]')"
-    return ""
-
-
 def test_hub_spawns_the_server_as_the_users_own_account(sandbox):
-    missing = prerequisites()
+    missing = hub_missing(VENV)
     if missing:
         pytest.skip(missing)
     sandbox.add_jovyan()
@@ -57,7 +46,7 @@ def test_hub_spawns_the_server_as_the_users_own_account(sandbox):
 
 
 def run_driver(sandbox, scenario: str):
-    missing = prerequisites()
+    missing = hub_missing(VENV)
     if missing:
         pytest.skip(missing)
     argv = ["tini", "-g", "--", str(VENV / "bin" / "python"), str(DRIVER), str(PROXY), scenario]

@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers.sandbox import PROJECT, VENV_BIN
-from test_jupyterhub_spawn import PROXY, prerequisites
+from helpers.hubconfig import PROXY, hub_missing
+from helpers.sandbox import PROJECT, VENV, VENV_BIN
 
 from nbinit.bundle.runtimes import DEFAULT_RUNTIME_WHEELS, build_runtimes
 
@@ -25,7 +25,7 @@ LAB_BIN = PROJECT / "build" / "lab-venv" / "bin"
 
 
 def test_hub_spawns_nbinits_runtime_on_an_image_without_jupyterhub(sandbox):
-    missing = prerequisites()
+    missing = hub_missing(VENV)
     if missing:
         pytest.skip(missing)
     if not (LAB_BIN / "python").exists():

@@ -3,8 +3,8 @@
 A `Container` is started detached; the test reads its log (`lines("WARNING")`), its
 processes as the host's /proc sees them (rootful podman maps no ids, so a uid read there
 is the uid inside), and files inside it with `exec`. Every container the fixture started is
-removed at the end of the test. A stand-in hub API (`hub_env`) answers singleuser's version
-check, so `jupyterhub-singleuser` starts listening without a whole JupyterHub.
+removed at the end of the test. The spawner's environment (`hubconfig.hub_env`) and a stand-in
+hub API (the `hub_api` fixture) let `jupyterhub-singleuser` listen without a whole JupyterHub.
 """
 
 from __future__ import annotations
@@ -13,25 +13,17 @@ import contextlib
 import itertools
 import json
 import os
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from helpers import images
+from helpers.net import request
+from helpers.wait import wait_until
 
 _names = itertools.count()
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now (containers use the host's network)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -44,7 +36,7 @@ class Process:
     groups: list[str]
     umask: str
     cmdline: list[str]
-    environ: dict[str, str]
+    environ: dict[str, str] = field(repr=False)  # long, and a failure message shows the rest
 
     def runs(self, program: str) -> bool:
         """The process is program itself or a script of that name run by an interpreter
@@ -118,31 +110,41 @@ class Container:
                     todo += [int(child) for child in task.read_text().split()]
         return found
 
+    def running(self) -> bool:
+        return bool(self.state().get("Running"))
+
+    def log_tail(self) -> str:
+        return f"{self.name}'s log:\n{self.logs()[-6000:]}"
+
     def wait_for_process(self, match: Callable[[Process], bool], timeout: float = 60.0) -> Process:
         """The first process that matches, polled every 20 ms; fails with the log if none."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for process in self.processes():
-                if match(process):
-                    return process
-            if not self.state().get("Running"):
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no such process in {self.name}; its log:\n{self.logs()[-6000:]}")
+        found = wait_until(
+            f"a matching process in {self.name}",
+            self.processes,
+            lambda processes: any(match(process) for process in processes),
+            timeout=timeout,
+            interval=0.02,
+            alive=self.running,
+            context=self.log_tail,
+        )
+        return next(process for process in found if match(process))
 
     def wait_http(self, url: str, timeout: float = 60.0) -> dict:
         """Poll url until it answers 200 with JSON; fails with the log if it never does."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
-                    return json.loads(response.read())
-            except (OSError, urllib.error.URLError, ValueError):
-                pass
-            if not self.state().get("Running"):
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"{url} never answered; the container's log:\n{self.logs()[-6000:]}")
+
+        def answer() -> tuple[int, Any]:
+            status, _, body, _ = request(url, timeout=2)
+            return status, json.loads(body) if status == 200 else body[-300:]
+
+        return wait_until(
+            f"{url} to answer 200 with JSON",
+            answer,
+            lambda seen: seen[0] == 200,
+            timeout=timeout,
+            ignore=(OSError, ValueError),
+            alive=self.running,
+            context=self.log_tail,
+        )[1]
 
     def exec(self, *argv: str, user: str = "0") -> str:
         return self.podman("exec", "--user", user, self.name, *argv).stdout
@@ -186,23 +188,3 @@ def run(
     container = Container(name, image)
     images.podman(*args, *extra, image, *command)
     return container
-
-
-def hub_env(user: str, api_url: str, port: int, token: str = "container-test-token") -> dict:
-    """The environment a JupyterHub spawner gives a single-user server (Spawner.get_env)."""
-    prefix = f"/user/{user}/"
-    return {
-        "JUPYTERHUB_USER": user,
-        "JUPYTERHUB_API_TOKEN": token,
-        "JPY_API_TOKEN": token,
-        "JUPYTERHUB_API_URL": api_url,
-        "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{user}",
-        "JUPYTERHUB_HOST": "",
-        "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{prefix}oauth_callback",
-        "JUPYTERHUB_OAUTH_SCOPES": json.dumps([f"access:servers!server={user}/"]),
-        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps([f"access:servers!server={user}/"]),
-        "JUPYTERHUB_SERVER_NAME": "",
-        "JUPYTERHUB_BASE_URL": "/",
-        "JUPYTERHUB_SERVICE_PREFIX": prefix,
-        "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}",
-    }

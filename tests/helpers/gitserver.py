@@ -27,6 +27,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
+if __name__ == "__main__":  # GitHttpProcess runs this file as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers.net import free_port  # noqa: E402
+from helpers.wait import wait_until  # noqa: E402
+
 GIT_ID = ["-c", "user.name=Upstream", "-c", "user.email=upstream@example.org"]
 
 
@@ -111,12 +116,6 @@ class Pusher:
         sha = self.commit("rewritten history")
         self.push(force=True)
         return sha
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _BackendHandler(http.server.BaseHTTPRequestHandler):
@@ -308,7 +307,7 @@ class GitDaemon:
     """`git daemon` serving every repo under root as git://127.0.0.1:PORT/NAME.git."""
 
     def __init__(self, root: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.process = subprocess.Popen(
             [
                 "git",
@@ -323,13 +322,19 @@ class GitDaemon:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def connect() -> int:
             with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("git daemon did not start")
+                return sock.connect_ex(("127.0.0.1", self.port))
+
+        wait_until(
+            f"git daemon to listen on port {self.port}",
+            connect,
+            lambda errno: errno == 0,
+            timeout=10,
+            interval=0.05,
+            alive=lambda: self.process.poll() is None,
+        )
 
     def url(self, name: str) -> str:
         return f"git://127.0.0.1:{self.port}/{name}.git"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import ssl
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -66,6 +66,15 @@ class HTTPServer:
         self.stopping.set()
         self._server.shutdown()
         self._server.server_close()
+
+
+def serve_hub_api(server: HTTPServer, version: str) -> str:
+    """Make server a stand-in for the hub's API: `GET /hub/api` answers the hub's version, as
+    jupyterhub-singleuser asks before it listens. Returns the URL for JUPYTERHUB_API_URL."""
+    body = json.dumps({"version": version}).encode()
+    for path in ("/hub/api", "/hub/api/"):
+        server.route(path, body=body, headers={"Content-Type": "application/json"})
+    return server.url("/hub/api")
 
 
 def _handler_for(server: HTTPServer) -> type[http.server.BaseHTTPRequestHandler]:
@@ -133,13 +142,3 @@ class TLSFiles:
     def write_ca(self, path: Path) -> Path:
         path.write_bytes(self.ca_pem)
         return path
-
-
-def wait_until(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    """Poll for a condition a background thread sets."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()

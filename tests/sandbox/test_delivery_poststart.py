@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers.sandbox import BASE_PATH, VENV_BIN
+from helpers.wait import wait_until
 
 from nbinit import poststart
 
@@ -61,13 +62,14 @@ def start_poststart(tmp_path: Path, url: str, deadline: str) -> subprocess.Popen
 
 
 def child_of(pid: int, timeout: float = 5.0) -> int:
-    until = time.monotonic() + timeout
-    while time.monotonic() < until:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.01)
-    raise AssertionError("poststart never started its worker")
+    children = wait_until(
+        "poststart to start its worker",
+        Path(f"/proc/{pid}/task/{pid}/children").read_text,
+        str.split,
+        timeout=timeout,
+        interval=0.01,
+    )
+    return int(children.split()[0])
 
 
 def test_a_frozen_worker_is_stopped_at_the_hard_deadline(tmp_path, silent_server):

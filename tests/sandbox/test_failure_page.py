@@ -12,24 +12,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers.net import free_port, request
+from helpers.wait import wait_until
 
 pytestmark = pytest.mark.sandbox
 
 HIDE_TINI = "for t in tini tini-static; do mount --bind /dev/null $R/usr/bin/$t; done"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def hub_env(port: int, **extra: str) -> dict[str, str]:
@@ -58,17 +51,15 @@ class Running:
 
     def get(self, path: str, port: int, wait: float = 20.0):
         """(status, headers, body) of the first answer, retrying while the port is closed."""
-        until = time.monotonic() + wait
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-                    return r.status, dict(r.headers), r.read().decode()
-            except urllib.error.HTTPError as exc:
-                return exc.code, dict(exc.headers), exc.read().decode()
-            except OSError:
-                if time.monotonic() > until or not self.thread.is_alive():
-                    raise
-                time.sleep(0.05)
+        answer = wait_until(
+            f"an answer to GET {path} on port {port}",
+            lambda: request(f"http://127.0.0.1:{port}{path}", timeout=5),  # any status
+            timeout=wait,
+            interval=0.05,
+            alive=self.thread.is_alive,
+            context=lambda: f"nbinit's run: {self.result}",
+        )
+        return answer.status, answer.headers, answer.body.decode()
 
     def server_pid(self) -> int:
         """The host pid of the process started with this run's JUPYTERHUB_SERVICE_URL."""

@@ -26,6 +26,7 @@ from typing import Callable, Optional
 import pytest
 from helpers.gitserver import GitHttpServer, Pusher, make_bare
 from helpers.sandbox import Result, Sandbox
+from helpers.wait import wait_until
 
 pytestmark = pytest.mark.sandbox
 
@@ -548,10 +549,13 @@ def test_a_start_killed_mid_copy_leaves_nothing_root_owned_after_the_next(
         target=lambda: first.update(result=sandbox.run(["nbinit", "start", "--", "id"], env=env))
     )
     runner.start()
-    until = time.monotonic() + 30
-    while time.monotonic() < until and not (build.is_dir() and len(os.listdir(build)) > 5):
-        time.sleep(0.01)
-    assert build.is_dir(), "the copy never started"
+    wait_until(
+        "the copy of the skeleton to be under way",
+        lambda: len(os.listdir(build)),  # FileNotFoundError (an OSError) until it exists
+        lambda copied: copied > 5,
+        timeout=30,
+        interval=0.01,
+    )
     unshare = _container_init(sandbox)
     assert unshare is not None
     _signal_pid1(unshare, signal.SIGKILL)

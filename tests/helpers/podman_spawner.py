@@ -5,6 +5,9 @@ polls that podman process as its child, and stops the container with `podman sto
 to PID 1, tini, then SIGKILL after the grace time). The container starts the way KubeSpawner
 starts a pod with z2jh's `singleuser.uid: 0`: as root, with the hub's environment (passed by
 name, so no token shows in the host's process list) and the marker volume.
+
+Configured by `hubconfig.podman_spawner(...)`; used by tests/e2e/hub_driver.py --podman and
+by the hubs of tests/container.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import subprocess
 
 from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import random_port
-from traitlets import List, Unicode
+from traitlets import Bool, List, Unicode
 
 
 class PodmanSpawner(LocalProcessSpawner):
@@ -26,10 +29,16 @@ class PodmanSpawner(LocalProcessSpawner):
     volumes = List(Unicode(), help="`--volume` values; {username} is the user's name.").tag(
         config=True
     )
+    name_template = Unicode(
+        "nbinit-hub-{pid}-{username}", help="The container's name; {pid} is the hub's pid."
+    ).tag(config=True)
+    remove = Bool(True, help="`--rm`; False keeps an exited container for the test.").tag(
+        config=True
+    )
 
     @property
     def container_name(self) -> str:
-        return f"nbinit-hub-{os.getpid()}-{self.user.name}"
+        return self.name_template.format(pid=os.getpid(), username=self.user.name)
 
     def make_preexec_fn(self, name):
         return None  # podman runs as the hub's user (root); the container drops root itself
@@ -41,7 +50,8 @@ class PodmanSpawner(LocalProcessSpawner):
         if self.port == 0:
             self.port = random_port()
         env = self.get_env()
-        argv = ["podman", "run", "--rm", "--name", self.container_name, "--network=host"]
+        argv = ["podman", "run", *(["--rm"] if self.remove else []), "--name", self.container_name]
+        argv += ["--network=host"]
         argv += ["--user", "0", *self.podman_flags]
         for name in sorted(env):
             if name.startswith(("JUPYTERHUB_", "JPY_")) or name in self.environment:

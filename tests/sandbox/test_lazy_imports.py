@@ -18,7 +18,6 @@ pytestmark = pytest.mark.sandbox
 # requests and urllib3 are no longer used at all (the fetch is http.client): a start that
 # imports them has picked up an image's site-packages.
 HEAVY = ("http", "ssl", "email", "requests", "urllib3", "git")
-HOME_MODULES = {"nbinit.home", "nbinit.fdwalk"}
 
 
 def imported(stderr: str, top: bool = True) -> set[str]:
@@ -42,21 +41,6 @@ def test_no_requests_or_git_import(sandbox, args):
     assert modules & set(HEAVY) == set()
     if args[0] == "start":  # the failure page's http.server, and argparse, only when needed
         assert modules & {"http", "html", "argparse"} == set()
-        # The home and the tree walks only when a start makes or re-owns a home.
-        assert imported(result.stderr, top=False) & HOME_MODULES == set()
-
-
-def test_a_start_that_makes_a_home_imports_the_home_and_the_walks(sandbox):
-    """The check above can fail: the marker user's account and home bring them in."""
-    sandbox.add_jovyan()
-    sandbox.mkdir("/s/alice/jupyterhub")
-    result = sandbox.run(
-        [sys.executable, "-X", "importtime", "-m", "nbinit", "start", "--", "true"],
-        env={"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert "created home /home/alice" in result.stderr
-    assert imported(result.stderr, top=False) >= HOME_MODULES
 
 
 def test_a_fetch_imports_http_client_and_never_requests(sandbox, http_server):
@@ -96,3 +80,19 @@ def test_a_start_with_repos_never_imports_the_git_runner_as_root(sandbox, tmp_pa
     assert {"nbinit.git.policy", "nbinit.git.launcher"} <= modules  # so the check can fail
     user_side = {"nbinit.git.runner", "nbinit.git.repo", "nbinit.git.lock", "nbinit.git.worker"}
     assert modules & user_side == set()
+
+
+@pytest.mark.parametrize("marked", [False, True], ids=["as-jovyan", "own-account"])
+def test_only_a_start_that_makes_a_home_imports_the_home_and_the_tree_walks(sandbox, marked):
+    """nbinit.home and nbinit.fdwalk: for the marker user's account and home, never otherwise."""
+    sandbox.add_jovyan()
+    env = {"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"}
+    if marked:
+        sandbox.mkdir("/s/alice/jupyterhub")
+    result = sandbox.run(
+        [sys.executable, "-X", "importtime", "-m", "nbinit", "start", "--", "true"], env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert ("created home /home/alice" in result.stderr) is marked
+    found = imported(result.stderr, top=False) & {"nbinit.home", "nbinit.fdwalk"}
+    assert found == ({"nbinit.home", "nbinit.fdwalk"} if marked else set())

@@ -25,6 +25,22 @@ def imported(stderr: str, top: bool = True) -> set[str]:
     return {name.split(".")[0] if top else name for name in found}
 
 
+@pytest.mark.parametrize("marked", [False, True], ids=["as-jovyan", "own-account"])
+def test_only_a_start_that_makes_a_home_imports_the_home_and_the_tree_walks(sandbox, marked):
+    """nbinit.home and nbinit.fdwalk: for the marker user's account and home, never otherwise."""
+    sandbox.add_jovyan()
+    env = {"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"}
+    if marked:
+        sandbox.mkdir("/s/alice/jupyterhub")
+    result = sandbox.run(
+        [sys.executable, "-X", "importtime", "-m", "nbinit", "start", "--", "true"], env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert ("created home /home/alice" in result.stderr) is marked
+    found = imported(result.stderr, top=False) & {"nbinit.home", "nbinit.fdwalk"}
+    assert found == ({"nbinit.home", "nbinit.fdwalk"} if marked else set())
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -80,19 +96,3 @@ def test_a_start_with_repos_never_imports_the_git_runner_as_root(sandbox, tmp_pa
     assert {"nbinit.git.policy", "nbinit.git.launcher"} <= modules  # so the check can fail
     user_side = {"nbinit.git.runner", "nbinit.git.repo", "nbinit.git.lock", "nbinit.git.worker"}
     assert modules & user_side == set()
-
-
-@pytest.mark.parametrize("marked", [False, True], ids=["as-jovyan", "own-account"])
-def test_only_a_start_that_makes_a_home_imports_the_home_and_the_tree_walks(sandbox, marked):
-    """nbinit.home and nbinit.fdwalk: for the marker user's account and home, never otherwise."""
-    sandbox.add_jovyan()
-    env = {"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"}
-    if marked:
-        sandbox.mkdir("/s/alice/jupyterhub")
-    result = sandbox.run(
-        [sys.executable, "-X", "importtime", "-m", "nbinit", "start", "--", "true"], env=env
-    )
-    assert result.returncode == 0, result.stderr
-    assert ("created home /home/alice" in result.stderr) is marked
-    found = imported(result.stderr, top=False) & {"nbinit.home", "nbinit.fdwalk"}
-    assert found == ({"nbinit.home", "nbinit.fdwalk"} if marked else set())

@@ -18,12 +18,27 @@ pytestmark = pytest.mark.sandbox
 # requests and urllib3 are no longer used at all (the fetch is a GET over a socket): a start
 # that imports them has picked up an image's site-packages.
 HEAVY = ("http", "ssl", "email", "requests", "urllib3", "git")
-HOME_MODULES = {"nbinit.home", "nbinit.fdwalk"}
 
 
 def imported(stderr: str, top: bool = True) -> set[str]:
     found = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)$", stderr, flags=re.M)
     return {name.split(".")[0] if top else name for name in found}
+
+
+@pytest.mark.parametrize("marked", [False, True], ids=["as-jovyan", "own-account"])
+def test_only_a_start_that_makes_a_home_imports_the_home_and_the_tree_walks(sandbox, marked):
+    """nbinit.home and nbinit.fdwalk: for the marker user's account and home, never otherwise."""
+    sandbox.add_jovyan()
+    env = {"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"}
+    if marked:
+        sandbox.mkdir("/s/alice/jupyterhub")
+    result = sandbox.run(
+        [sys.executable, "-X", "importtime", "-m", "nbinit", "start", "--", "true"], env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert ("created home /home/alice" in result.stderr) is marked
+    found = imported(result.stderr, top=False) & {"nbinit.home", "nbinit.fdwalk"}
+    assert found == ({"nbinit.home", "nbinit.fdwalk"} if marked else set())
 
 
 @pytest.mark.parametrize(
@@ -42,23 +57,8 @@ def test_no_requests_or_git_import(sandbox, args):
     assert modules & set(HEAVY) == set()
     if args[0] == "start":  # the failure page's http.server, and argparse, only when needed
         assert modules & {"http", "html", "argparse"} == set()
-        # The home and the tree walks only when a start makes or re-owns a home.
-        assert imported(result.stderr, top=False) & HOME_MODULES == set()
         # Nor what only a fetch, the YAML reader or docker-stacks' scripts need.
         assert modules & {"socket", "yaml", "hashlib", "shlex"} == set()
-
-
-def test_a_start_that_makes_a_home_imports_the_home_and_the_walks(sandbox):
-    """The check above can fail: the marker user's account and home bring them in."""
-    sandbox.add_jovyan()
-    sandbox.mkdir("/s/alice/jupyterhub")
-    result = sandbox.run(
-        [sys.executable, "-X", "importtime", "-m", "nbinit", "start", "--", "true"],
-        env={"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert "created home /home/alice" in result.stderr
-    assert imported(result.stderr, top=False) >= HOME_MODULES
 
 
 def test_a_fetch_over_http_imports_no_http_client_email_or_ssl(sandbox, http_server):

@@ -40,11 +40,10 @@ class RepoLock:
     def __init__(self, directory: str, name: str) -> None:
         self.directory = directory
         self.path = os.path.join(directory, name + ".lock")
-        import socket  # the worker's alone: root only plans and starts it
-        import uuid
-
-        self.token = uuid.uuid4().hex
-        self.host = socket.gethostname()
+        # What uuid4() and socket.gethostname() return, without importing either module
+        # into the worker's start.
+        self.token = os.urandom(16).hex()
+        self.host = os.uname().nodename
         self.held = False
         self.lost = False
 

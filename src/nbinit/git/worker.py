@@ -33,13 +33,11 @@ class Progress:
     """The worker's progress file in the user's cache, which `nbinit status` shows."""
 
     def __init__(self, path: str, plans: list[RepoPlan]) -> None:
-        import socket
-
         self.path = path
         self.mutex = threading.Lock()
         self.data: dict[str, Any] = {
             "pid": os.getpid(),
-            "host": socket.gethostname(),
+            "host": os.uname().nodename,  # socket.gethostname(), without the import
             "started": time.time(),
             "updated": time.time(),
             "finished": False,

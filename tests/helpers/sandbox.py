@@ -8,6 +8,7 @@ See tests/README.md.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -17,12 +18,13 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 import pytest
+
+from helpers.wait import WaitTimeout, wait_until
 
 PROJECT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix)
@@ -311,12 +313,18 @@ class Sandbox:
         )
         if send_signal_after is not None:
             delay, signum = send_signal_after
-            waited = 0.0
-            while signal_once is not None and not signal_once() and waited < timeout:
-                if process.poll() is not None:
-                    break
-                time.sleep(0.05)
-                waited += 0.05
+            if signal_once is not None:
+                # Counted from its evidence; PID 1 ending first or none by the timeout leaves
+                # communicate() below to tell what happened.
+                with contextlib.suppress(WaitTimeout):
+                    wait_until(
+                        "the moment to signal PID 1",
+                        signal_once,
+                        timeout=timeout,
+                        interval=0.05,
+                        ignore=(),
+                        alive=lambda: process.poll() is None,
+                    )
             try:
                 out, err = process.communicate(timeout=delay)
             except subprocess.TimeoutExpired:

@@ -8,23 +8,75 @@ See tests/README.md.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import pytest
+
+from helpers.wait import WaitTimeout, wait_until
 
 PROJECT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix)
 VENV_BIN = VENV / "bin"
 BASE_PATH = f"{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# The user most starts are for, as the hub's pre_spawn_hook gives her, and what `id` then
+# says as her server (the image's jovyan is 1000:100, group users).
+ALICE = {"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"}
+ALICE_ID = "uid=4321(alice) gid=4321(alice) groups=4321(alice),100(users)"
+# What creating an account may change: the account files, shadow-utils' `-` backups and lock.
+ACCOUNT_FILES = frozenset(
+    {
+        f"/etc/{name}{suffix}"
+        for name in ("passwd", "group", "shadow", "gshadow", "subuid", "subgid")
+        for suffix in ("", "-")
+    }
+    | {"/etc/.pwd.lock", "/etc"}
+)
+# C0 (but newline and tab, which separate lines and `env` output) and C1 controls, DEL.
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class PathState(NamedTuple):
+    """One changed path as the container left it."""
+
+    kind: int  # stat.S_IFMT
+    mode: int
+    uid: int
+    gid: int
+    content: Optional[str]  # a file's sha256, a symlink's target, None for the rest
+    mtime_ns: int
+
+
+def changed_between(
+    before: dict[str, PathState], after: dict[str, PathState], times: bool = False
+) -> set[str]:
+    """Paths created, removed or different; times=True counts a new mtime (a rewrite of the
+    same bytes) as a change too."""
+
+    def seen(state: Optional[PathState]) -> Optional[tuple]:
+        return state if state is None or times else state[:-1]
+
+    return {p for p in set(before) | set(after) if seen(before.get(p)) != seen(after.get(p))}
+
+
+def sandbox_owns(path: str) -> bool:
+    """Paths the sandbox itself touches: the project's and venv's ancestors (opened with
+    chmod o+rx) and what is below them (bytecode)."""
+    return any(path == str(p) or path.startswith(str(p) + "/") for p in (PROJECT, VENV)) or any(
+        path == str(p) for d in (PROJECT, VENV) for p in d.parents
+    )
 
 
 # The sandbox's lower layer is the machine's own /. A few tests assert what a plain Debian
@@ -127,9 +179,44 @@ class Sandbox:
         changed = self.host_view(path)
         return (changed if changed.exists() else Path(path)).read_text()
 
-    def changed_paths(self) -> set[str]:
-        """Every path the container created or modified (relative to its /)."""
-        return {"/" + str(p.relative_to(self.upper)) for p in self.upper.rglob("*")}
+    def changed_paths(self, below: str = "/") -> set[str]:
+        """Every path the container created or modified below `below` (relative to its /)."""
+        return {"/" + str(p.relative_to(self.upper)) for p in self.host_view(below).rglob("*")}
+
+    def snapshot(
+        self, keep: Callable[[str], bool] = lambda path: True, below: tuple[str, ...] = ("/",)
+    ) -> dict[str, PathState]:
+        """The state of every changed path that keep accepts (type, mode, owner, content).
+        `below` limits the walk (a tree nested thousands deep elsewhere is not walked)."""
+        found = {}
+        for path in set().union(*(self.changed_paths(top) for top in below)):
+            if not keep(path):
+                continue
+            target = self.host_view(path)
+            info = os.lstat(target)
+            if stat.S_ISREG(info.st_mode):
+                content: Optional[str] = hashlib.sha256(target.read_bytes()).hexdigest()
+            elif stat.S_ISLNK(info.st_mode):
+                content = os.readlink(target)
+            else:
+                content = None
+            found[path] = PathState(
+                stat.S_IFMT(info.st_mode),
+                stat.S_IMODE(info.st_mode),
+                info.st_uid,
+                info.st_gid,
+                content,
+                info.st_mtime_ns,
+            )
+        return found
+
+    def baseline(
+        self, keep: Callable[[str], bool] = lambda path: True, below: tuple[str, ...] = ("/",)
+    ) -> dict[str, PathState]:
+        """Apply the setup once without nbinit (`true`): the snapshot a run is compared to."""
+        result = self.run(["true"])
+        assert result.returncode == 0, result.stderr
+        return self.snapshot(keep, below)
 
     def add_jovyan(self) -> None:
         """Lay the container out like a docker-stacks image: jovyan (1000), group users (100)."""
@@ -226,12 +313,18 @@ class Sandbox:
         )
         if send_signal_after is not None:
             delay, signum = send_signal_after
-            waited = 0.0
-            while signal_once is not None and not signal_once() and waited < timeout:
-                if process.poll() is not None:
-                    break
-                time.sleep(0.05)
-                waited += 0.05
+            if signal_once is not None:
+                # Counted from its evidence; PID 1 ending first or none by the timeout leaves
+                # communicate() below to tell what happened.
+                with contextlib.suppress(WaitTimeout):
+                    wait_until(
+                        "the moment to signal PID 1",
+                        signal_once,
+                        timeout=timeout,
+                        interval=0.05,
+                        ignore=(),
+                        alive=lambda: process.poll() is None,
+                    )
             try:
                 out, err = process.communicate(timeout=delay)
             except subprocess.TimeoutExpired:

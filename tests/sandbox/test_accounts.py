@@ -6,72 +6,45 @@ and setuid, and asserts the exit code, the exact log line, and what changed on d
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
 
 import pytest
-from helpers.sandbox import PROJECT, VENV, needs_plain_host
+from helpers.sandbox import (
+    ACCOUNT_FILES,
+    ALICE,
+    ALICE_ID,
+    VENV,
+    PathState,
+    changed_between,
+    needs_plain_host,
+    sandbox_owns,
+)
 
 pytestmark = pytest.mark.sandbox
 
-ALICE = {"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"}
-ACCOUNT_FILES = {
-    f"/etc/{name}{suffix}"
-    for name in ("passwd", "group", "shadow", "gshadow", "subuid", "subgid")
-    for suffix in ("", "-")
-} | {"/etc/.pwd.lock", "/etc"}
 SHOW = [
     "sh",
     "-c",
     'id; echo "HOME=$HOME USER=$USER LOGNAME=$LOGNAME SHELL=$SHELL PWD=$(pwd)"; cat /proc/1/comm',
 ]
-ALICE_ID = "uid=4321(alice) gid=4321(alice) groups=4321(alice),100(users)"
 
 
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _ours(path: str) -> bool:
-    """Paths the sandbox itself touches (the project's and venv's ancestors, bytecode)."""
-    return any(path == str(p) or path.startswith(str(p) + "/") for p in (PROJECT, VENV)) or any(
-        path == str(p) for d in (PROJECT, VENV) for p in d.parents
-    )
+def snapshot(box) -> dict[str, PathState]:
+    return box.snapshot(keep=lambda path: not sandbox_owns(path))
 
 
-def _state(box, path: str):
-    target = box.host_view(path)
-    info = os.lstat(target)
-    if stat.S_ISREG(info.st_mode):
-        content = hashlib.sha256(target.read_bytes()).hexdigest()
-    elif stat.S_ISLNK(info.st_mode):
-        content = os.readlink(target)
-    else:
-        content = None
-    return (
-        stat.S_IFMT(info.st_mode),
-        stat.S_IMODE(info.st_mode),
-        info.st_uid,
-        info.st_gid,
-        content,
-    )
-
-
-def snapshot(box) -> dict[str, tuple]:
-    return {p: _state(box, p) for p in box.changed_paths() if not _ours(p)}
-
-
-def prepared(box) -> dict[str, tuple]:
+def prepared(box) -> dict[str, PathState]:
     """Apply the sandbox's setup once without nbinit; the state a run is compared to."""
-    result = box.run(["true"])
-    assert result.returncode == 0, result.stderr
-    return snapshot(box)
+    return box.baseline(keep=lambda path: not sandbox_owns(path))
 
 
-def changes_since(box, before: dict[str, tuple]) -> set[str]:
-    after = snapshot(box)
-    return {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
+def changes_since(box, before: dict[str, PathState]) -> set[str]:
+    return changed_between(before, snapshot(box))
 
 
 def baked(box, text: str) -> None:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.sandbox import BASE_PATH, VENV_BIN
+from helpers.sandbox import ALICE, BASE_PATH, VENV_BIN
 from helpers.wait import wait_until
 
 from nbinit import poststart
@@ -132,8 +132,8 @@ def test_poststart_never_creates_the_account(sandbox):
     sandbox.mkdir("/s")
     sandbox.mkdir("/s/alice", mode=0o755)
     sandbox.mkdir("/s/alice/jupyterhub", mode=0o755)
-    env = {"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"}
-    env["NBINIT_STATUS_FILE"] = "/var/tmp/nbinit-status.json"  # /run is a tmpfs, gone after
+    # NBINIT_STATUS_FILE: /run is a tmpfs, gone after the run.
+    env = {**ALICE, "NBINIT_STATUS_FILE": "/var/tmp/nbinit-status.json"}
     result = sandbox.run(["nbinit", "poststart"], env=env)
     assert result.returncode == 0, result.stderr
     assert "alice" not in sandbox.read("/etc/passwd")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.sandbox import ALICE_ID
 
 pytestmark = pytest.mark.sandbox
 DEMO = Path(__file__).resolve().parents[1] / "helpers" / "demo.py"
@@ -19,7 +20,7 @@ def test_demo_creates_alice_clones_her_repo_and_execs_under_tini(sandbox):
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "uid=4321(alice) gid=4321(alice) groups=4321(alice),100(users)"
+    assert lines[0] == ALICE_ID
     assert "jovyan:x:1000:100::/home/jovyan:/bin/bash" in lines
     assert any(line.endswith(" 01-intro.ipynb") and " alice alice " in line for line in lines)
     assert lines[-1] == "PID 1 is tini"

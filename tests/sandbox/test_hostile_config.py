@@ -25,7 +25,15 @@ from typing import Callable, Optional
 
 import pytest
 from helpers.gitserver import GitHttpServer, Pusher, make_bare
-from helpers.sandbox import Result, Sandbox
+from helpers.sandbox import (
+    ACCOUNT_FILES,
+    ALICE,
+    ALICE_ID,
+    CONTROL,
+    Result,
+    Sandbox,
+    changed_between,
+)
 from helpers.wait import wait_until
 
 pytestmark = pytest.mark.sandbox
@@ -35,20 +43,11 @@ PASSWORD = "pw-canary-7f3a"
 TOKEN = "tok-canary-91be"
 BEARER = "bearer-canary-5d02"
 SECRETS = (PASSWORD, TOKEN, BEARER)
-ALICE = {"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"}
-ALICE_ID = "uid=4321(alice) gid=4321(alice) groups=4321(alice),100(users)"
 JOVYAN_ID = "uid=1000(jovyan) gid=100(users) groups=100(users)"
 STATUS = "/var/lib/nbinit-test/status.json"
 CA_PATH = "/etc/nbinit/ca.pem"
-ACCOUNT_FILES = {
-    f"/etc/{name}{suffix}"
-    for name in ("passwd", "group", "shadow", "gshadow", "subuid", "subgid")
-    for suffix in ("", "-")
-} | {"/etc/.pwd.lock", "/etc"}
 # What the server prints: who it is, then its environment.
 SHOW = "id; echo ---; env"
-# C0 (but newline and tab, which separate lines and `env` output) and C1 controls, DEL.
-CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 FORGED = re.compile(r"^(?:INFO|WARNING|ERROR|FATAL)\[2000-", re.MULTILINE)
 NOT_TRUSTED = (
     "ignored: an admin config that is neither served over https:// nor pinned may not "
@@ -86,26 +85,9 @@ def baked(text: str) -> Callable[[Sandbox], None]:
 # -- the checks every case shares ----------------------------------------------------------
 
 
-def _guarded(box: Sandbox) -> dict[str, tuple]:
-    """Type, mode, owner and content of every changed path under /etc and /root."""
-    state = {}
-    for path in box.changed_paths():
-        if not (path.startswith(("/etc/", "/root/")) or path in ("/etc", "/root")):
-            continue
-        target = box.host_view(path)
-        info = os.lstat(target)
-        content = (
-            hashlib.sha256(target.read_bytes()).hexdigest() if stat.S_ISREG(info.st_mode) else None
-        )
-        state[path] = (stat.S_IFMT(info.st_mode), stat.S_IMODE(info.st_mode), info.st_uid, content)
-    return state
-
-
-def _prepare(box: Sandbox) -> dict[str, tuple]:
-    """Apply the sandbox's setup once without nbinit: the state a run is compared to."""
-    result = box.run(["true"])
-    assert result.returncode == 0, result.stderr
-    return _guarded(box)
+def _guarded(path: str) -> bool:
+    """/etc, /root and what is below them: what no hostile config may change."""
+    return path.startswith(("/etc/", "/root/")) or path in ("/etc", "/root")
 
 
 def _ready_seconds(result: Result) -> float:
@@ -142,7 +124,7 @@ def run_case(box: Sandbox, http_server, tls_files, case: Case) -> Run:
         box.write("/etc/nbinit/admin.yaml", body)
         env["NBINIT_CONFIG_URL"] = "file:///etc/nbinit/admin.yaml"
     env.update(case.env)
-    before = _prepare(box)
+    before = box.baseline(keep=_guarded)
 
     began = time.monotonic()
     result = box.run(["nbinit", "start", "--", "sh", "-c", SHOW], env=env, timeout=60)
@@ -168,11 +150,7 @@ def run_case(box: Sandbox, http_server, tls_files, case: Case) -> Run:
             assert wanted in got, (wanted, got)
 
     # Nothing under /etc or /root changed, beyond the account files of the user's own account.
-    changed = {
-        path
-        for path in set(before) | set(_guarded(box))
-        if before.get(path) != _guarded(box).get(path)
-    }
+    changed = changed_between(before, box.snapshot(keep=_guarded))
     allowed = ACCOUNT_FILES if case.account and not case.fatal else set()
     assert changed <= allowed, changed - allowed
     # No secret in the server's environment (stdout), a hook's or the log (stderr), the status.

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 
 import pytest
 import yaml
 from helpers.gitserver import GitHttpServer, Pusher, make_bare
+from helpers.sandbox import ACCOUNT_FILES, ALICE, CONTROL, changed_between
 
 pytestmark = pytest.mark.sandbox
 
@@ -37,13 +37,7 @@ SERVER = (
     "/proc/uptime; "
     'for i in $(seq 300); do [ -e "$HOME/course/a.txt" ] && break; sleep 0.1; done',
 )
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 KEEP_BAKED = "; using the baked default config (no last good copy)"
-ACCOUNT_FILES = {
-    f"/etc/{name}{suffix}"
-    for name in ("passwd", "group", "shadow", "gshadow", "subuid", "subgid")
-    for suffix in ("", "-")
-} | {"/etc/.pwd.lock", "/etc"}
 
 
 @pytest.fixture
@@ -81,30 +75,13 @@ def baked(box, user=None):
     box.write("/etc/nbinit/config.yaml", yaml.safe_dump(document))
 
 
-def system_state(box) -> dict[str, tuple]:
-    """Every path the container changed under /etc and /root: (mode, owner, size, mtime)."""
-    found = {}
-    for top in ("/etc", "/root"):
-        for directory, dirs, files in os.walk(box.host_view(top)):
-            for name in dirs + files:
-                path = os.path.join(directory, name)
-                info = os.lstat(path)
-                shown = "/" + os.path.relpath(path, box.upper)
-                found[shown] = (
-                    info.st_mode,
-                    info.st_uid,
-                    info.st_gid,
-                    info.st_size,
-                    info.st_mtime_ns,
-                )
-    return found
+SYSTEM = ("/etc", "/root")  # what no hostile input may change (the walk stays out of /home)
 
 
 def start(box, env=None, allowed_system_changes=frozenset()):
     """Run the start; assert everything every hostile start must give; return the result."""
-    prepared = box.run(["true"])  # the container's own setup (jovyan) is not nbinit's doing
-    assert prepared.returncode == 0, prepared.stderr
-    before = system_state(box)
+    # The container's own setup (jovyan) is not nbinit's doing.
+    before = box.baseline(below=SYSTEM)
     result = box.run(
         ["nbinit", "start", "--", *SERVER],
         env={"NBINIT_DEADLINE": str(DEADLINE), "NBINIT_STATUS_FILE": STATUS, **(env or {})},
@@ -118,8 +95,8 @@ def start(box, env=None, allowed_system_changes=frozenset()):
     for text in (result.stdout, result.stderr, status):
         assert "Traceback" not in text
         assert not CONTROL.search(text.replace("\n", "")), CONTROL.search(text.replace("\n", ""))
-    after = system_state(box)
-    changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
+    # With times: rewriting a file with the same bytes is a change here too.
+    changed = changed_between(before, box.snapshot(below=SYSTEM), times=True)
     assert changed <= set(allowed_system_changes), changed
     assert json.loads(status)["finished"] is True
     return result
@@ -291,7 +268,7 @@ def test_home_nested_3000_deep_with_recursive_chown(box, nested):
     nested(box.host_view("/home/alice/deep"), 3000)  # os.fwalk raised RecursionError in root
     result = start(
         box,
-        env={"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"},
+        env=ALICE,
         allowed_system_changes=ACCOUNT_FILES,
     )
     assert warnings(result) == [

@@ -10,10 +10,10 @@ import signal
 import time
 
 import pytest
+from helpers.sandbox import ALICE, ALICE_ID
 
 pytestmark = pytest.mark.sandbox
 
-ALICE = {"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"}
 HIDE_TINI = "for t in tini tini-static; do mount --bind /dev/null $R/usr/bin/$t; done"
 
 # What the server process sees of its own credentials, and whether root can come back.
@@ -72,7 +72,7 @@ def test_helper_processes_run_as_the_user_with_clean_groups(sandbox):
     )
     result = sandbox.run(["nbinit", "start", "--", "true"], env=ALICE)
     assert result.returncode == 0, result.stderr
-    assert "uid=4321(alice) gid=4321(alice) groups=4321(alice),100(users)\n" in result.stderr
+    assert ALICE_ID + "\n" in result.stderr
     assert "CapEff:\t0000000000000000\n" in result.stderr
 
 

@@ -9,10 +9,9 @@ and a valid umask reaching the command.
 from __future__ import annotations
 
 import pytest
+from helpers.sandbox import ALICE
 
 pytestmark = pytest.mark.sandbox
-
-ALICE = {"JUPYTERHUB_USER": "alice", "NB_UID": "4321", "NB_GID": "4321"}
 
 
 def marked(sandbox) -> None:

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from helpers.wait import wait_until
 
 from nbinit.errors import NbinitError
 from nbinit.fetch import config_source, fetch_config
@@ -269,8 +270,7 @@ def test_a_busy_server_is_asked_again_no_sooner_than_its_retry_after(http_server
     server.route(status=503, body=b"busy", headers={"Retry-After": "1"})
 
     def recover() -> None:  # the server is busy for its first answer only
-        while not server.seen:
-            time.sleep(0.01)
+        wait_until("the first request", lambda: server.seen, timeout=8.0, interval=0.01)
         server.route(body=GOOD)
 
     threading.Thread(target=recover, daemon=True).start()

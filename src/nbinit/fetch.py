@@ -151,6 +151,8 @@ def fetch_config(
         )
     if token:
         log.add_secret(token)
+        # A token mounted from a Secret file often ends with a newline; it is never part of it.
+        token = token.strip() or None
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises on a bad port
@@ -352,11 +354,13 @@ def _request(url: str, headers: dict[str, str], connect: float, read: float) -> 
     the host), plain http sends the absolute URL to the proxy.
     """
     import socket
-    from urllib.parse import urlsplit
+    from urllib.parse import quote, urlsplit
 
     parts = urlsplit(url)
     scheme, host, port = _origin(url)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    # Percent-encoded as requests does (a space, a non-ASCII or control character in the URL
+    # or a Location): nothing in the request line can end it or start another line.
+    target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=URL_SAFE)
     proxy = _proxy_for(url)
     address = (proxy[0], proxy[1]) if proxy else (host, port)
     extra = proxy[2] if proxy and scheme == "http" else {}
@@ -376,7 +380,7 @@ def _request(url: str, headers: dict[str, str], connect: float, read: float) -> 
         if DEFAULT_PORTS[scheme] != port:
             host_header += f":{port}"
         lines = [f"GET {target} HTTP/1.1", f"Host: {host_header}", "Connection: close"]
-        lines += [f"{key}: {value}" for key, value in {**headers, **extra}.items()]
+        lines += [_header_line(key, value) for key, value in {**headers, **extra}.items()]
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         return _Response(sock)
     except BaseException:
@@ -388,12 +392,30 @@ def _tunnel(sock: Any, host: str, port: int, headers: dict[str, str]) -> None:
     """CONNECT through an http proxy; the proxy must answer 200 before TLS starts."""
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     lines = [f"CONNECT {authority} HTTP/1.0", f"Host: {authority}"]
-    lines += [f"{key}: {value}" for key, value in headers.items()]
+    lines += [_header_line(key, value) for key, value in headers.items()]
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
     answer = _Response(sock, body=False)
     answer.file.close()  # the socket stays open, for TLS
     if answer.status != 200:
         raise OSError(f"Tunnel connection failed: {answer.status} {answer.reason}")
+
+
+URL_SAFE = "!#$%&'()*+,/:;=?@[]~"  # left as they are in a request target; the rest encoded
+
+
+def _header_line(key: str, value: str) -> str:
+    """`Key: value`, refused when the value could end the line or is not Latin-1.
+
+    The values come from the environment (the token, a proxy's credentials): a line break
+    in one would add headers of its own to the request.
+    """
+    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 or ord(c) > 255 for c in value):
+        source = "NBINIT_CONFIG_TOKEN" if key == "Authorization" else "the proxy variable"
+        raise NbinitError(
+            f"{source} holds a line break, control or non-Latin-1 character",
+            f"set {source} to the value alone, without quotes or a trailing newline",
+        )
+    return f"{key}: {value}"
 
 
 class HTTPException(Exception):
@@ -418,6 +440,7 @@ class RemoteDisconnected(ConnectionResetError):
 
 MAX_LINE = 65536  # http.client's bounds on a status or header line, and on the header count
 MAX_HEADERS = 100
+MAX_INTERIM = 10  # 100 Continue, 103 Early Hints: a server sends one or two
 
 
 class _Response:
@@ -431,11 +454,13 @@ class _Response:
         self.sock = sock
         self.file = sock.makefile("rb")
         try:
-            while True:
+            for _ in range(MAX_INTERIM + 1):
                 self.status, self.reason = self._status_line()
                 self.headers = self._header_lines()
                 if self.status >= 200 or not body:  # 1xx: interim, the real answer follows
                     break
+            else:
+                raise HTTPException(f"more than {MAX_INTERIM} interim (1xx) answers")
         except BaseException:
             self.file.close()
             raise
@@ -497,8 +522,7 @@ class _Response:
                 except ValueError:
                     raise IncompleteRead("chunk size") from None
                 if self.chunk_left == 0:
-                    while self._line("trailer line") not in (b"\r\n", b"\n", b""):
-                        pass
+                    self._header_lines()  # the trailer, bounded as the head is
                     self.done = True
                     return b""
             data = self.file.read1(min(size, self.chunk_left))

@@ -422,6 +422,63 @@ def test_broken_answers_are_one_line_each(raw_server, answer, problem):
     )
 
 
+@pytest.mark.parametrize(
+    "answer, problem",
+    [
+        pytest.param(
+            b"HTTP/1.1 100 Continue\r\n\r\n" * 11 + b"HTTP/1.1 200 OK\r\n\r\n" + GOOD,
+            "cannot connect (HTTPException)",
+            id="endless-1xx",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n18\r\n"
+            + GOOD
+            + b"\r\n0\r\n"
+            + b"X-T: 1\r\n" * 101
+            + b"\r\n",
+            "connection broken while reading (HTTPException)",
+            id="endless-trailer",
+        ),
+    ],
+)
+def test_answers_that_never_end_are_cut_by_count(raw_server, answer, problem):
+    """Each line is bounded by length; the number of 1xx answers and trailer lines too."""
+    server = raw_server(answer)
+    url = f"http://127.0.0.1:{server.port}/c.yaml"
+    with pytest.raises(NbinitError) as caught:
+        fetch(url)
+    assert str(caught.value).startswith(f"{url}: {problem} (1 attempt)")
+
+
+def test_a_url_cannot_add_lines_to_the_request(raw_server):
+    """A space, a control or non-ASCII character in the path is percent-encoded."""
+    server = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\n" + GOOD)
+    url = f"http://127.0.0.1:{server.port}/a b/\x0bX-Evil: 1/é.yaml"
+    assert fetch(url)[0] == GOOD
+    lines = server.requests[0].decode().split("\r\n")
+    assert lines[0] == "GET /a%20b/%0BX-Evil:%201/%C3%A9.yaml HTTP/1.1"
+    assert not any(line.startswith("X-Evil") for line in lines)
+
+
+def test_a_token_with_a_trailing_newline_is_sent_without_it(raw_server):
+    """As a token mounted from a Secret file often is."""
+    server = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\n" + GOOD)
+    assert fetch(f"http://127.0.0.1:{server.port}/", token=f"{TOKEN}\n")[0] == GOOD
+    assert f"Authorization: Bearer {TOKEN}\r\n".encode() in server.requests[0]
+
+
+@pytest.mark.parametrize("token", [f"{TOKEN}\r\nX-Evil: 1", f"{TOKEN}\x00", f"{TOKEN}\u2028x"])
+def test_a_token_that_would_add_lines_is_refused_and_never_shown(raw_server, token):
+    server = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\n" + GOOD)
+    with pytest.raises(NbinitError) as caught:
+        fetch(f"http://127.0.0.1:{server.port}/", token=token)
+    assert "NBINIT_CONFIG_TOKEN holds a line break, control or non-Latin-1 character" in str(
+        caught.value
+    )
+    assert TOKEN not in str(caught.value)
+    assert not any(b"X-Evil" in request for request in server.requests)
+
+
 def test_http_through_the_proxy_the_environment_names(raw_server, monkeypatch):
     proxy = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\n" + GOOD)
     monkeypatch.setenv("http_proxy", f"http://user:pa%20ss@127.0.0.1:{proxy.port}")

@@ -178,12 +178,14 @@ def spawn_detached_as_user(
     if _terminating.is_set():
         raise Terminated()
     user, group, extra_groups = _credentials(identity)
-    launcher = "import os,sys\nif os.fork(): os._exit(0)\nos.execv(sys.argv[1], sys.argv[1:])"
+    from nbinit.runtime import package_location
+
+    middle_program = f"{package_location()}/nbinit/detach"  # forks, exits, the child execs
     read_out, write_out = os.pipe()
     read_in, write_in = os.pipe()
     try:
         middle = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-I", "-S", "-c", launcher, *argv],
+            [sys.executable, "-I", "-S", middle_program, *argv],
             stdin=read_in,
             stdout=write_out,
             env=env,

@@ -8,6 +8,7 @@ import importlib.util
 import io
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -415,3 +416,32 @@ def test_the_build_tool_is_not_shipped(built):
     assert "nbinit/cli.py" in names
     assert "nbinit/git/policy.py" in names  # a subpackage is shipped: the check can fail
     assert not [n for n in names if "nbinit/bundle/" in n or "bytecode.py" in n]
+
+
+@pytest.mark.parametrize("where", ["installed", "zipapp"])
+def test_the_detach_program_runs_by_path_and_leaves_no_child(built, tmp_path, where):
+    """privilege.spawn_detached_as_user's middle process: it exits at once and its child
+    execs PROGRAM, which is then nobody's child here (reparented), from the zipapp too."""
+    import nbinit
+
+    location = str(built) if where == "zipapp" else str(Path(nbinit.__file__).parents[1])
+    out = tmp_path / "ppid"
+    # The parent as it is when the program has run a while ($PPID is the one at its start).
+    script = f"sleep 0.5; sed -n 's/^PPid:\\s*//p' /proc/$$/status > {out}"
+    middle = subprocess.Popen(
+        ["/usr/bin/python3", "-I", "-S", f"{location}/nbinit/detach", "/bin/sh", "-c", script]
+    )
+    assert middle.wait(timeout=30) == 0
+    deadline = time.monotonic() + 30
+    while not out.exists() or not out.read_text().strip():
+        assert time.monotonic() < deadline, "the detached program never ran"
+        time.sleep(0.05)
+    assert int(out.read_text()) != middle.pid  # the middle had exited: someone else reaps it
+    usage = subprocess.run(
+        ["/usr/bin/python3", "-I", "-S", f"{location}/nbinit/detach"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert usage.returncode == 64
+    assert "usage" in usage.stderr

@@ -4,9 +4,9 @@ The rules (research note R-HTTP-1..7): connect and read timeouts on every reques
 overall deadline enforced outside the client; a byte cap checked on Content-Length and
 counted while streaming; redirects only to the same scheme, host and port; the token only
 ever sent as `Authorization` to that origin; an optional sha256 pin; a few short, logged
-retries with jittered backoff that honours Retry-After. The client is a short HTTP/1.1 GET
-over a socket (one GET needs nothing more; http.client would import the email parser, and
-ssl even for http://), `ssl` and `urllib.parse` are imported only when used, and the digest
+retries with jittered backoff that honours Retry-After. The client is nbinit.httpget, one
+HTTP/1.1 GET over a socket (http.client would import the email parser, and ssl even for
+http://); `ssl` and `urllib.parse` are imported only when used, and the digest
 is CPython's own sha256, not hashlib's OpenSSL: each costs every pod start milliseconds.
 """
 
@@ -22,8 +22,9 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from nbinit import __version__
+from nbinit import __version__, httpget
 from nbinit.errors import NbinitError
+from nbinit.httpget import HTTPException, Response, UnsafeHeader, origin, show_origin
 from nbinit.log import Log
 from nbinit.urls import public_url, url_secrets
 
@@ -39,7 +40,6 @@ RETRY_AFTER_MAX = 5.0  # urllib3's own default is 6 hours: it would stall the sp
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 CHUNK = 16384
-DEFAULT_PORTS = {"http": 80, "https": 443}
 PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "HTTPS_PROXY", "HTTP_PROXY")
 
 FIX_URL = "check NBINIT_CONFIG_URL"
@@ -60,19 +60,6 @@ def config_source(url: str) -> str:
     from urllib.parse import unquote, urlsplit
 
     return unquote(urlsplit(url).path)
-
-
-def _origin(url: str) -> tuple[str, str, int]:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(scheme, 0)
-
-
-def _show_origin(origin: tuple[str, str, int]) -> str:
-    scheme, host, port = origin
-    return f"{scheme}://{host}" + ("" if DEFAULT_PORTS.get(scheme) == port else f":{port}")
 
 
 def normalize_pin(sha256: Optional[str]) -> Optional[str]:
@@ -318,15 +305,26 @@ def _fetch_once(
     same (verified TLS, same-origin redirects, byte cap, deadline, no netrc), and the
     response is read with http.client's own bounds (line length, header count).
     """
-    first = _origin(url)
+    first = origin(url)
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         # Slightly past the time left, so the overall deadline (one clear message) wins.
         left = max(0.1, limit - (time.monotonic() - started)) + 0.5
         try:
-            response = _request(
-                current, headers, min(CONNECT_TIMEOUT, left), min(READ_TIMEOUT, left)
+            response = httpget.get(
+                current,
+                headers,
+                min(CONNECT_TIMEOUT, left),
+                min(READ_TIMEOUT, left),
+                proxy=_proxy_for(current),
+                tls=_tls_context,
             )
+        except UnsafeHeader as exc:
+            source = "NBINIT_CONFIG_TOKEN" if exc.key == "Authorization" else "the proxy variable"
+            raise NbinitError(
+                f"{source} holds a line break, control or non-Latin-1 character",
+                f"set {source} to the value alone, without quotes or a trailing newline",
+            ) from None
         except OSError as exc:  # ssl.SSLError is one; ssl is imported only for https
             if _is_tls_error(exc):
                 raise NbinitError(f"{shown}: TLS failure ({_tls_reason(exc)})", FIX_CA) from None
@@ -345,209 +343,6 @@ def _fetch_once(
     raise NbinitError(
         f"{shown}: more than {MAX_REDIRECTS} redirects", "point NBINIT_CONFIG_URL at the final URL"
     )
-
-
-def _request(url: str, headers: dict[str, str], connect: float, read: float) -> _Response:
-    """Send GET for the URL and read the response head; the body is the caller's to read.
-
-    Through a proxy the environment names: https tunnels with CONNECT (the proxy sees only
-    the host), plain http sends the absolute URL to the proxy.
-    """
-    import socket
-    from urllib.parse import quote, urlsplit
-
-    parts = urlsplit(url)
-    scheme, host, port = _origin(url)
-    # Percent-encoded as requests does (a space, a non-ASCII or control character in the URL
-    # or a Location): nothing in the request line can end it or start another line.
-    target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=URL_SAFE)
-    proxy = _proxy_for(url)
-    address = (proxy[0], proxy[1]) if proxy else (host, port)
-    extra = proxy[2] if proxy and scheme == "http" else {}
-    if proxy and scheme == "http":
-        target = _show_origin((scheme, host, port)) + target
-    # An ASCII name as bytes: a str is encoded with the idna codec, an import of its own.
-    name = address[0].encode("ascii") if address[0].isascii() else address[0]
-    sock = socket.create_connection((name, address[1]), connect)  # type: ignore[arg-type]
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if scheme == "https":
-            if proxy:
-                _tunnel(sock, host, port, proxy[2])
-            sock = _tls_context().wrap_socket(sock, server_hostname=host)
-        sock.settimeout(read)
-        host_header = f"[{host}]" if ":" in host else host
-        if DEFAULT_PORTS[scheme] != port:
-            host_header += f":{port}"
-        lines = [f"GET {target} HTTP/1.1", f"Host: {host_header}", "Connection: close"]
-        lines += [_header_line(key, value) for key, value in {**headers, **extra}.items()]
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        return _Response(sock)
-    except BaseException:
-        sock.close()
-        raise
-
-
-def _tunnel(sock: Any, host: str, port: int, headers: dict[str, str]) -> None:
-    """CONNECT through an http proxy; the proxy must answer 200 before TLS starts."""
-    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    lines = [f"CONNECT {authority} HTTP/1.0", f"Host: {authority}"]
-    lines += [_header_line(key, value) for key, value in headers.items()]
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    answer = _Response(sock, body=False)
-    answer.file.close()  # the socket stays open, for TLS
-    if answer.status != 200:
-        raise OSError(f"Tunnel connection failed: {answer.status} {answer.reason}")
-
-
-URL_SAFE = "!#$%&'()*+,/:;=?@[]~"  # left as they are in a request target; the rest encoded
-
-
-def _header_line(key: str, value: str) -> str:
-    """`Key: value`, refused when the value could end the line or is not Latin-1.
-
-    The values come from the environment (the token, a proxy's credentials): a line break
-    in one would add headers of its own to the request.
-    """
-    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 or ord(c) > 255 for c in value):
-        source = "NBINIT_CONFIG_TOKEN" if key == "Authorization" else "the proxy variable"
-        raise NbinitError(
-            f"{source} holds a line break, control or non-Latin-1 character",
-            f"set {source} to the value alone, without quotes or a trailing newline",
-        )
-    return f"{key}: {value}"
-
-
-class HTTPException(Exception):
-    """A response that is not HTTP; the subclasses are named as http.client names them."""
-
-
-class BadStatusLine(HTTPException):
-    pass
-
-
-class LineTooLong(HTTPException):
-    pass
-
-
-class IncompleteRead(HTTPException):
-    pass
-
-
-class RemoteDisconnected(ConnectionResetError):
-    pass
-
-
-MAX_LINE = 65536  # http.client's bounds on a status or header line, and on the header count
-MAX_HEADERS = 100
-MAX_INTERIM = 10  # 100 Continue, 103 Early Hints: a server sends one or two
-
-
-class _Response:
-    """A response head as read from the socket, and its body in bounded pieces.
-
-    The request asked for `Connection: close`: a body without a length ends with the
-    connection; a chunked one is decoded.
-    """
-
-    def __init__(self, sock: Any, body: bool = True) -> None:
-        self.sock = sock
-        self.file = sock.makefile("rb")
-        try:
-            for _ in range(MAX_INTERIM + 1):
-                self.status, self.reason = self._status_line()
-                self.headers = self._header_lines()
-                if self.status >= 200 or not body:  # 1xx: interim, the real answer follows
-                    break
-            else:
-                raise HTTPException(f"more than {MAX_INTERIM} interim (1xx) answers")
-        except BaseException:
-            self.file.close()
-            raise
-        self.chunked = "chunked" in self.getheader("Transfer-Encoding", "").lower()
-        length = self.getheader("Content-Length", "").strip()
-        self.left: Optional[int] = int(length) if length.isdigit() and not self.chunked else None
-        self.chunk_left = 0
-        self.done = False
-
-    def _line(self, what: str) -> bytes:
-        line: bytes = self.file.readline(MAX_LINE + 1)
-        if len(line) > MAX_LINE:
-            raise LineTooLong(what)
-        return line
-
-    def _status_line(self) -> tuple[int, str]:
-        line = self._line("status line")
-        if not line:
-            raise RemoteDisconnected("Remote end closed connection without response")
-        version, _, rest = line.decode("iso-8859-1").strip().partition(" ")
-        code, _, reason = rest.strip().partition(" ")
-        if not version.startswith("HTTP/") or len(code) != 3 or not code.isdigit():
-            raise BadStatusLine(repr(line[:80]))
-        return int(code), reason.strip()
-
-    def _header_lines(self) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        last = ""
-        for count in range(MAX_HEADERS + 2):
-            line = self._line("header line")
-            if line in (b"\r\n", b"\n", b""):
-                return headers
-            if count >= MAX_HEADERS:
-                raise HTTPException(f"got more than {MAX_HEADERS} headers")
-            text = line.decode("iso-8859-1").rstrip("\r\n")
-            if text[:1] in (" ", "\t") and last:  # an obsolete folded continuation
-                headers[last] += " " + text.strip()
-                continue
-            key, colon, value = text.partition(":")
-            if not colon:
-                continue
-            last = key.strip().lower()
-            value = value.strip()
-            headers[last] = f"{headers[last]}, {value}" if last in headers else value
-        raise HTTPException(f"got more than {MAX_HEADERS} headers")  # pragma: no cover
-
-    def getheader(self, name: str, default: str = "") -> str:
-        return self.headers.get(name.lower(), default)
-
-    def read1(self, size: int) -> bytes:
-        """Up to `size` bytes of the body, b"" at its end; IncompleteRead if cut short."""
-        if self.done:
-            return b""
-        if self.chunked:
-            if self.chunk_left == 0:
-                size_line = self._line("chunk size").split(b";", 1)[0].strip()
-                try:
-                    self.chunk_left = int(size_line, 16)
-                except ValueError:
-                    raise IncompleteRead("chunk size") from None
-                if self.chunk_left == 0:
-                    self._header_lines()  # the trailer, bounded as the head is
-                    self.done = True
-                    return b""
-            data = self.file.read1(min(size, self.chunk_left))
-            if not data:
-                raise IncompleteRead("chunk")
-            self.chunk_left -= len(data)
-            if self.chunk_left == 0 and self.file.read(2) not in (b"\r\n",):
-                raise IncompleteRead("chunk end")
-            return data
-        if self.left is not None:
-            if self.left == 0:
-                self.done = True
-                return b""
-            data = self.file.read1(min(size, self.left))
-            if not data:
-                raise IncompleteRead(f"{self.left} more bytes expected")
-            self.left -= len(data)
-            return data
-        data = self.file.read1(size)
-        self.done = not data
-        return data
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -598,18 +393,18 @@ def _next_location(location: str, current: str, first: tuple[str, str, int], sho
     if not location:
         raise NbinitError(f"{shown}: redirect without a Location", FIX_SERVER)
     target = urljoin(current, location)
-    origin = _origin(target)
-    if origin == first:
+    place = origin(target)
+    if place == first:
         return target
-    if first[0] == "https" and origin[0] != "https":
-        problem = f"redirect from https to {_show_origin(origin)} refused"
+    if first[0] == "https" and place[0] != "https":
+        problem = f"redirect from https to {show_origin(place)} refused"
     else:
-        problem = f"redirect to another host ({_show_origin(origin)}) refused"
+        problem = f"redirect to another host ({show_origin(place)}) refused"
     # Nothing was sent there: the token stays with the origin the admin configured.
     raise NbinitError(f"{shown}: {problem}", "point NBINIT_CONFIG_URL at the final URL")
 
 
-def _read_body(response: _Response, shown: str, max_bytes: int) -> bytes:
+def _read_body(response: Response, shown: str, max_bytes: int) -> bytes:
     status = response.status
     if status != 200:
         reason = f"HTTP {status} {response.reason or ''}".strip()
@@ -633,7 +428,7 @@ def _read_body(response: _Response, shown: str, max_bytes: int) -> bytes:
     return bytes(body)
 
 
-def _chunks(response: _Response) -> Iterator[bytes]:
+def _chunks(response: Response) -> Iterator[bytes]:
     while True:
         try:
             chunk = response.read1(CHUNK)
@@ -678,7 +473,7 @@ def _proxy_for(url: str) -> Optional[tuple[str, int, dict[str, str]]]:
         return None
     if "://" not in proxy:
         proxy = f"http://{proxy}"
-    _, host, port = _origin(proxy)
+    _, host, port = origin(proxy)
     headers = {}
     proxy_parts = urlsplit(proxy)
     if proxy_parts.username:

@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple, Optional
 # (project, version, top-level packages, sha256 of the wheel). The versions are the newest
 # that still install on Python 3.9 (PyYAML 6.0.4 needs 3.10). PyYAML has no pure wheel: its
 # manylinux wheel is used and the C extension left out. certifi is the CA bundle for an
-# image without a system trust store; the fetch itself is the standard library's http.client.
+# image without a system trust store; the fetch itself is nbinit.httpget over a socket.
 PINS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     (
         "certifi",

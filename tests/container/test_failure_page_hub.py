@@ -85,7 +85,7 @@ def test_a_fatal_in_a_real_container_under_a_real_hub_shows_the_page_and_ends_cl
 
 def check_the_page_and_the_stop(hub, container, family, tag, termination_log) -> None:
     """The page through the proxy, who serves it, the readiness probe, then the SIGTERM."""
-    hub.spawn("alice", request_timeout=5)
+    hub.spawn("alice")  # the POST waits up to the hub's slow_spawn_timeout (10 s)
     hub.wait_ready("alice", timeout=120, interval=0.05)
     page = request(f"{hub.proxy}/user/alice/", timeout=10)
     answered = time.time()

@@ -98,7 +98,13 @@ def test_a_start_with_repos_never_imports_the_git_runner_as_root(sandbox, tmp_pa
     assert "into course (main)" in result.stderr  # the worker cloned it, as the user
     modules = imported(result.stderr, top=False)
     assert {"nbinit.git.policy", "nbinit.git.launcher"} <= modules  # so the check can fail
-    user_side = {"nbinit.git.runner", "nbinit.git.repo", "nbinit.git.lock", "nbinit.git.worker"}
+    user_side = {
+        "nbinit.git.runner",
+        "nbinit.git.repo",
+        "nbinit.git.gitdir",
+        "nbinit.git.lock",
+        "nbinit.git.worker",
+    }
     assert modules & user_side == set()
 
 

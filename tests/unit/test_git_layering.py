@@ -16,7 +16,13 @@ import nbinit
 
 SOURCES = Path(nbinit.__file__).parent
 ROOT_SIDE = ("nbinit.git.policy", "nbinit.git.launcher")
-USER_SIDE = {"nbinit.git.runner", "nbinit.git.repo", "nbinit.git.lock", "nbinit.git.worker"}
+USER_SIDE = {
+    "nbinit.git.runner",
+    "nbinit.git.repo",
+    "nbinit.git.gitdir",
+    "nbinit.git.lock",
+    "nbinit.git.worker",
+}
 
 
 def source(module: str) -> Path:

@@ -208,7 +208,7 @@ CONFIGS = {
 
 @pytest.mark.parametrize("case", sorted(CONFIGS))
 def test_the_origin_is_read_from_the_file_only_when_it_says_what_git_says(tmp_path, case):
-    from nbinit.git.repo import read_origin_url
+    from nbinit.git.gitdir import read_origin_url
 
     text, expected = CONFIGS[case]
     git(tmp_path, "init", "-q")
@@ -221,7 +221,7 @@ def test_the_origin_is_read_from_the_file_only_when_it_says_what_git_says(tmp_pa
 
 
 def test_the_index_lists_what_git_ls_files_lists(tmp_path):
-    from nbinit.git.repo import index_paths
+    from nbinit.git.gitdir import index_paths
 
     names = ["a.txt", "dir/b.txt", "dir/sub/c with space.txt", "x" * 120, "ünï.txt"]
     git(tmp_path, "init", "-q")
@@ -238,7 +238,7 @@ def test_the_index_lists_what_git_ls_files_lists(tmp_path):
 
 @pytest.mark.parametrize("case", ["version-4", "skip-worktree", "truncated", "not-an-index"])
 def test_an_index_this_reader_is_not_sure_of_is_left_to_git(tmp_path, case):
-    from nbinit.git.repo import index_paths
+    from nbinit.git.gitdir import index_paths
 
     git(tmp_path, "init", "-q")
     (tmp_path / "a.txt").write_text("a")

@@ -41,6 +41,7 @@ The package is split at the root/user line. Root (the `repos` step) imports only
 worker and reads its events); neither imports `runner`, `lock`, `repo` or `worker`, so the
 root process cannot run git by construction (tests/unit/test_git_layering.py checks the
 import graph, and a sandbox test a real start's). The user side: `worker` (the
-`python -m nbinit.git.worker` process), `repo` (one repo's sync), `lock` (the per-repo
-lock) and `runner` (the one place a git process is started).
+`python -m nbinit.git.worker` process), `repo` (one repo's sync), `gitdir` (a clone's
+.git read as files, to spare a restart git processes), `lock` (the per-repo lock) and
+`runner` (the one place a git process is started).
 """

@@ -319,8 +319,8 @@ class RawServer:
                     with socket.create_connection(self.tunnel_to, timeout=5) as upstream:
                         relay(conn, upstream)
                     continue
-                conn.shutdown(socket.SHUT_WR)
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):  # a client that gave up already is gone
+                    conn.shutdown(socket.SHUT_WR)
                     conn.recv(4096)  # until the client closes: no reset before it has read
 
     def close(self) -> None:

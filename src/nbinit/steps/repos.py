@@ -1,10 +1,10 @@
 """Step `repos`: clone and update the admin's and the user's git repos, as the user.
 
 The admin's repos come from the `repos` section, the user's from `~/.nbinit.yaml` (read as
-the user, checked against `git.allowed_hosts`). All git work happens in a worker that runs
-as the user (nbinit.git.worker, started by nbinit.git.launcher); this step waits for it only
-until the spawn deadline leaves room for the rest, and what is unfinished then goes on in the
-background.
+the user, checked against `git.allowed_hosts`). All git work happens in the nbinit.git
+package's worker, which runs as the user (nbinit.git.worker, started by
+nbinit.git.launcher); this step waits for it only until the spawn deadline leaves room for
+the rest, and what is unfinished then goes on in the background.
 """
 
 from __future__ import annotations

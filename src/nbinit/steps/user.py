@@ -4,7 +4,8 @@ Without the marker the server runs as the image's default user (jovyan), created
 as docker-stacks has it (uid 1000, group users 100, /home/jovyan) when the image lacks it.
 With the marker, as root, the account `$JUPYTERHUB_USER` gets NB_UID/NB_GID beside jovyan,
 and its home. Any invalid identity raises NbinitError, which the pipeline makes FATAL in
-start mode.
+start mode. The step is named for what the status reports (who the server runs as); the
+work is nbinit.accounts (names, groups, the account) and nbinit.home (the home).
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ import importlib.util
 import io
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
+from helpers.wait import wait_until
 
 from nbinit import bundle, runtime
 from nbinit.bundle.runtimes import DEFAULT_RUNTIME_WHEELS
@@ -422,9 +422,7 @@ def test_the_build_tool_is_not_shipped(built):
 def test_the_detach_program_runs_by_path_and_leaves_no_child(built, tmp_path, where):
     """privilege.spawn_detached_as_user's middle process: it exits at once and its child
     execs PROGRAM, which is then nobody's child here (reparented), from the zipapp too."""
-    import nbinit
-
-    location = str(built) if where == "zipapp" else str(Path(nbinit.__file__).parents[1])
+    location = str(built) if where == "zipapp" else runtime.package_location()
     out = tmp_path / "ppid"
     # The parent as it is when the program has run a while ($PPID is the one at its start).
     script = f"sleep 0.5; sed -n 's/^PPid:\\s*//p' /proc/$$/status > {out}"
@@ -432,11 +430,10 @@ def test_the_detach_program_runs_by_path_and_leaves_no_child(built, tmp_path, wh
         ["/usr/bin/python3", "-I", "-S", f"{location}/nbinit/detach", "/bin/sh", "-c", script]
     )
     assert middle.wait(timeout=30) == 0
-    deadline = time.monotonic() + 30
-    while not out.exists() or not out.read_text().strip():
-        assert time.monotonic() < deadline, "the detached program never ran"
-        time.sleep(0.05)
-    assert int(out.read_text()) != middle.pid  # the middle had exited: someone else reaps it
+    parent = wait_until(
+        "the detached program's parent pid", lambda: out.read_text().strip(), timeout=30
+    )
+    assert int(parent) != middle.pid  # the middle had exited: someone else reaps it
     usage = subprocess.run(
         ["/usr/bin/python3", "-I", "-S", f"{location}/nbinit/detach"],
         capture_output=True,

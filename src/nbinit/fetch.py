@@ -297,13 +297,11 @@ def _fetch_once(
     started: float,
     max_bytes: int,
 ) -> bytes:
-    """One GET, following at most MAX_REDIRECTS same-origin redirects by hand.
+    """One GET (nbinit.httpget), following at most MAX_REDIRECTS same-origin redirects by hand.
 
-    Neither requests nor http.client: requests with urllib3, idna and charset_normalizer
-    cost a pod 25-30 ms of imports for one GET, and http.client another 15-25 ms (it
-    imports the email parser for its headers, and ssl even for http://). The rules are the
-    same (verified TLS, same-origin redirects, byte cap, deadline, no netrc), and the
-    response is read with http.client's own bounds (line length, header count).
+    Not requests: with urllib3, idna and charset_normalizer it costs a pod 25-30 ms of
+    imports for one GET; the rules here are the same (verified TLS, same-origin redirects,
+    byte cap, deadline, no netrc). Why not http.client either: httpget's docstring.
     """
     first = origin(url)
     current = url
@@ -323,7 +321,7 @@ def _fetch_once(
             source = "NBINIT_CONFIG_TOKEN" if exc.key == "Authorization" else "the proxy variable"
             raise NbinitError(
                 f"{source} holds a line break, control or non-Latin-1 character",
-                f"set {source} to the value alone, without quotes or a trailing newline",
+                f"set {source} to the value alone, without quotes or a line break inside it",
             ) from None
         except OSError as exc:  # ssl.SSLError is one; ssl is imported only for https
             if _is_tls_error(exc):

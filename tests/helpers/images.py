@@ -125,7 +125,11 @@ def podman(
     except subprocess.TimeoutExpired:
         raise ImageError(f"podman {' '.join(args[:3])} ... took over {timeout:.0f} s") from None
     if check and result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+        # Both streams: a build's RUN step prints its failure (pytest's) on stdout.
+        tail = "\n".join(
+            (result.stdout or "").strip().splitlines()[-15:]
+            + (result.stderr or "").strip().splitlines()[-15:]
+        )
         raise ImageError(f"podman {' '.join(args[:4])} ... exited {result.returncode}:\n{tail}")
     return result
 
